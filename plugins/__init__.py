@@ -1,0 +1,1 @@
+"""First-party plugins. Each module is one plugin with its own entry point in group `ponder`."""
