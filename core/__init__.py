@@ -8,7 +8,7 @@ distribution with entry points in the ``ponder`` group). Public names are import
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ponder.hookspecs import PLUGIN_API_VERSION, hookimpl, hookspec
 
@@ -18,7 +18,8 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     # registry and plugins
     "Registry": "ponder.registry",
-    "load_plugins": "ponder.plugins_loader",
+    "load_plugins": "ponder.loader",
+    "PluginSet": "ponder.loader",
     # config
     "Config": "ponder.config",
     "load_config": "ponder.config",
@@ -75,23 +76,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(__all__)
 
-
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ponder.batch import BatchPoller, BatchRequest, create_jsonl, parse_jsonl, stream_download
-    from ponder.config import Config, load_config
-    from ponder.fileutils import (
-        atomic_write,
-        get_cache_dir,
-        path_to_module,
-        smart_link,
-        smart_rmtree,
-        sync_directory,
-    )
-    from ponder.kinds import ModelInfo
-    from ponder.observability import SpanType, Tracker, enable_tracking, track
-    from ponder.plugins_loader import load_plugins
-    from ponder.progress import ProgressContext
-    from ponder.registry import Registry
-    from ponder.results import BatchResult, ChunkResult, FailedChunk
-    from ponder.retry import RetryPolicy, is_retryable, retry_sync, retry_with_backoff
-    from ponder.secrets import Secret, clean_secrets, get_api_key, mask_value

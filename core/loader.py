@@ -1,0 +1,334 @@
+"""Plugin discovery: entry points and in-house modules into frozen registries.
+
+Lifecycle of one plugin: *selected* (allow/deny lists, before any import) → *imported* (timed,
+isolated) → *checked* (plugin API version, hook names) → *registered* (its hooks are called one
+plugin at a time, so a failure is attributed to the plugin that raised) → *committed*. A plugin
+that fails any step is skipped with one warning and everything else keeps working; in strict
+mode the first failure is an error instead. When every plugin is done, the registries freeze.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pluggy
+
+from ponder import hookspecs
+from ponder.errors import PonderError
+from ponder.registry import DuplicateNameError, Provider, Registration, Registry, validate
+
+log = logging.getLogger("ponder.plugins")
+
+ENTRY_POINT_GROUP = "ponder"
+BUILTIN_DISTRIBUTION = "ponder"
+
+
+class PluginLoadError(PonderError):
+    """A plugin could not be loaded and strict mode is on."""
+
+
+@attrs.define
+class PluginInfo:
+    """What ``ponder plugins`` shows about one plugin."""
+
+    name: str
+    module: str
+    distribution: str
+    version: str
+    builtin: bool = False
+    local: bool = False
+    status: str = "ok"  # ok | failed | disabled
+    error: str | None = None
+    provides: dict[str, list[str]] = attrs.Factory(dict)
+    commands: list[str] = attrs.Factory(list)
+    import_ms: float = 0.0
+
+    @property
+    def source(self) -> str:
+        return "local" if self.local else ("built-in" if self.builtin else "installed")
+
+    def describe(self) -> str:
+        version = f" {self.version}" if self.version else ""
+        return f"plugin {self.name!r} ({self.distribution}{version})"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["source"] = self.source
+        return data
+
+
+@attrs.define
+class _Candidate:
+    """A plugin found but not yet imported."""
+
+    info: PluginInfo
+    load: Callable[[], Any]
+    aliases: tuple[str, ...] = ()  # other names the allow/deny lists may use
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _matches(candidate: _Candidate, names: Iterable[str]) -> bool:
+    wanted = {_normalize(n) for n in names}
+    keys = {candidate.info.name, candidate.info.module, *candidate.aliases}
+    return any(_normalize(key) in wanted for key in keys)
+
+
+def _entry_point_candidates(group: str) -> list[_Candidate]:
+    seen: set[tuple[str, str]] = set()
+    candidates = []
+    for ep in metadata.entry_points(group=group):
+        dist = getattr(ep, "dist", None)
+        dist_name = dist.metadata["Name"] if dist is not None else "(unknown)"
+        version = dist.version if dist is not None else ""
+        key = (_normalize(dist_name), ep.name)
+        if key in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add(key)
+        info = PluginInfo(
+            name=ep.name, module=ep.value.split(":")[0], distribution=dist_name,
+            version=version, builtin=_normalize(dist_name) == BUILTIN_DISTRIBUTION,
+        )
+        candidates.append(_Candidate(info, ep.load, aliases=(dist_name,)))
+    return sorted(candidates, key=lambda c: (not c.info.builtin, c.info.name))
+
+
+def _import_local(spec: str) -> ModuleType:
+    """Import an in-house plugin given as a dotted module path or a path to a ``.py`` file."""
+    if spec.endswith(".py") or "/" in spec or "\\" in spec:
+        path = Path(spec).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no such plugin file: {spec!r}")
+        module_name = f"ponder_local_{_normalize(path.stem).replace('-', '_')}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ImportError(f"cannot import plugin file {spec!r}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        module_spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(spec)
+
+
+def _local_candidate(spec: str) -> _Candidate:
+    info = PluginInfo(name=spec, module=spec, distribution="(local)", version="", local=True)
+    return _Candidate(info, lambda: _import_local(spec))
+
+
+def _object_candidate(obj: Any, name: str | None = None) -> _Candidate:
+    plugin_name = name or getattr(obj, "__name__", None) or type(obj).__name__
+    info = PluginInfo(name=plugin_name, module=plugin_name, distribution="(in-process)",
+                      version="", local=True)
+    return _Candidate(info, lambda: obj)
+
+
+class PluginSet:
+    """The outcome of discovery: one frozen registry per kind and a report per plugin."""
+
+    def __init__(self, plugins: list[PluginInfo], registries: dict[str, Registry[Any]],
+                 manager: pluggy.PluginManager, *, strict: bool) -> None:
+        self.plugins = plugins
+        self.registries = registries
+        self.manager = manager
+        self.strict = strict
+        self._commands_added = False
+
+    def registry(self, kind: str) -> Registry[Any]:
+        try:
+            return self.registries[kind]
+        except KeyError:
+            raise PonderError(
+                f"unknown component kind {kind!r} (kinds: {', '.join(hookspecs.KINDS)})"
+            ) from None
+
+    def get(self, kind: str, name: str) -> Registration[Any]:
+        return self.registry(kind).entry(name)
+
+    @property
+    def adapters(self) -> Registry[Any]:
+        return self.registries["adapter"]
+
+    @property
+    def strategies(self) -> Registry[Any]:
+        return self.registries["strategy"]
+
+    @property
+    def retrievers(self) -> Registry[Any]:
+        return self.registries["retriever"]
+
+    @property
+    def predictors(self) -> Registry[Any]:
+        return self.registries["predictor"]
+
+    @property
+    def storage(self) -> Registry[Any]:
+        return self.registries["storage"]
+
+    def failed(self) -> list[PluginInfo]:
+        return [p for p in self.plugins if p.status == "failed"]
+
+    def plugin(self, name: str) -> PluginInfo:
+        for info in self.plugins:
+            if info.name == name:
+                return info
+        raise KeyError(name)
+
+    def add_commands(self, cli: Any) -> None:
+        """Let every loaded plugin add CLI subcommands (isolated like the register hooks)."""
+        if self._commands_added:
+            return
+        self._commands_added = True
+        hook = self.manager.hook.ponder_register_commands
+        by_plugin = {id(impl.plugin): impl for impl in hook.get_hookimpls()}
+        for info in self.plugins:
+            module = self.manager.get_plugin(info.name)
+            impl = by_plugin.get(id(module)) if module is not None else None
+            if impl is None:
+                continue
+            before = set(getattr(cli, "commands", {}))
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:  # a plugin's bug must not take the CLI down
+                _fail(info, f"its ponder_register_commands hook raised {_describe(exc)}",
+                      strict=self.strict)
+                continue
+            info.commands = sorted(set(getattr(cli, "commands", {})) - before)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _fail(info: PluginInfo, reason: str, *, strict: bool) -> None:
+    info.status = "failed"
+    info.error = reason
+    message = f"{info.describe()} failed to load and was skipped: {reason}"
+    if strict:
+        raise PluginLoadError(message + " (strict mode: PONDER_STRICT_PLUGINS=1)")
+    log.warning("%s. Disable it with PONDER_DISABLE_PLUGINS=%s", message, info.name)
+
+
+def load_plugins(
+    *,
+    entry_points: bool = True,
+    modules: Sequence[str] = (),
+    objects: Sequence[Any] = (),
+    allow: Sequence[str] | None = None,
+    disable: Sequence[str] = (),
+    strict: bool = False,
+    group: str = ENTRY_POINT_GROUP,
+) -> PluginSet:
+    """Discover, import and register plugins, then freeze the registries.
+
+    ``allow``: None loads every installed plugin; a list loads the built-ins plus the named
+    third-party plugins (so an empty list means built-ins only). ``disable`` names plugins
+    (entry-point, distribution or module names) that are never imported, built-ins included.
+    ``modules`` are in-house plugin modules (dotted paths or ``.py`` files); ``objects`` are
+    in-process plugin objects (what ``ponder.testing`` uses to register fakes).
+    """
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    registries: dict[str, Registry[Any]] = {kind: Registry(kind) for kind in hookspecs.KINDS}
+
+    candidates = _entry_point_candidates(group) if entry_points else []
+    candidates += [_local_candidate(spec) for spec in modules]
+    candidates += [_object_candidate(obj) for obj in objects]
+
+    plugins: list[PluginInfo] = []
+    for candidate in candidates:
+        info = candidate.info
+        plugins.append(info)
+        if _matches(candidate, disable):
+            info.status = "disabled"
+            continue
+        if allow is not None and not (info.builtin or info.local or _matches(candidate, allow)):
+            info.status = "disabled"
+            info.error = "not in PONDER_LOAD_PLUGINS"
+            continue
+        _load_one(candidate, manager, registries, strict=strict)
+
+    for registry in registries.values():
+        registry.freeze()
+    return PluginSet(plugins, registries, manager, strict=strict)
+
+
+def _load_one(candidate: _Candidate, manager: pluggy.PluginManager,
+              registries: dict[str, Registry[Any]], *, strict: bool) -> None:
+    info = candidate.info
+    started = time.perf_counter()
+    try:
+        plugin = candidate.load()
+    except Exception as exc:
+        info.import_ms = (time.perf_counter() - started) * 1000
+        _fail(info, f"import raised {_describe(exc)}", strict=strict)
+        return
+    info.import_ms = (time.perf_counter() - started) * 1000
+
+    required = getattr(plugin, "PONDER_PLUGIN_API", hookspecs.PLUGIN_API_VERSION)
+    if required != hookspecs.PLUGIN_API_VERSION:
+        _fail(info, f"it requires plugin API {required}, but this ponder provides plugin API "
+                    f"{hookspecs.PLUGIN_API_VERSION}", strict=strict)
+        return
+
+    try:
+        manager.register(plugin, name=info.name)
+    except Exception as exc:  # pluggy validates hook names and signatures here
+        _fail(info, f"invalid hook implementation: {_describe(exc)}", strict=strict)
+        return
+    unknown = [
+        impl.function.__name__
+        for caller in manager.get_hookcallers(plugin) or []
+        if caller.spec is None
+        for impl in caller.get_hookimpls() if impl.plugin is plugin
+    ]
+    if unknown:
+        manager.unregister(plugin)
+        _fail(info, f"unknown hook(s) {', '.join(sorted(unknown))} (known: "
+                    f"{', '.join(sorted(hookspecs.KIND_HOOKS.values()))}, "
+                    f"ponder_register_commands)", strict=strict)
+        return
+
+    provider = Provider(plugin=info.name, distribution=info.distribution, version=info.version)
+    staged: list[Registration[Any]] = []
+    for kind, hook_name in hookspecs.KIND_HOOKS.items():
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+
+            def register(name: str, factory: Any, *, settings: type | None = None,
+                         _kind: str = kind) -> None:
+                entry = Registration(_kind, name, factory, settings, provider)
+                validate(entry)  # a bad registration fails the hook, so nothing is committed
+                staged.append(entry)
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                manager.unregister(plugin)
+                _fail(info, f"its {hook_name} hook raised {_describe(exc)}", strict=strict)
+                return
+
+    # All hooks succeeded: commit. A plugin contributes all of its names or none of them,
+    # except names another plugin already holds, which become conflicts reported on use.
+    for entry in staged:
+        try:
+            registries[entry.kind].add(entry)
+        except DuplicateNameError as exc:
+            if strict:
+                raise PluginLoadError(f"{exc} (strict mode: PONDER_STRICT_PLUGINS=1)") from None
+            log.warning("%s", exc)
+            continue
+        info.provides.setdefault(entry.kind, []).append(entry.name)
