@@ -19,13 +19,27 @@ log = logging.getLogger("ponder")
 class AppState:
     """What every command needs, built lazily: the config, then the plugins it selects."""
 
-    def __init__(self, config_path: str | None, plugin_modules: tuple[str, ...],
+    def __init__(self, config_path: str | None = None, plugin_modules: tuple[str, ...] = (),
                  overrides: list[tuple[tuple[str, ...], Any, str]] | None = None) -> None:
         self.config_path = config_path
         self.plugin_modules = plugin_modules
         self.overrides = overrides or []
         self._config = None
         self._plugins = None
+        self._commands: dict[str, click.Command] | None = None
+
+    def plugin_commands(self, builtin: set[str]) -> dict[str, click.Command]:
+        """Subcommands added by plugins; a broken config or plugin must not hide --help."""
+        if self._commands is None:
+            group = click.Group()
+            try:
+                self.plugins.add_commands(group)
+            except PonderError as exc:
+                log.debug("plugin commands unavailable: %s", exc)
+            for name in sorted(set(group.commands) & builtin):
+                log.warning("a plugin's command %r is shadowed by the built-in one", name)
+            self._commands = {n: c for n, c in group.commands.items() if n not in builtin}
+        return self._commands
 
     @property
     def config(self):  # -> ponder.config.Config
@@ -68,29 +82,27 @@ def _setup_logging(verbose: int) -> None:
 
 
 class PonderGroup(click.Group):
-    """Adds plugin subcommands on demand and turns PonderError into a clean exit."""
+    """Adds plugin subcommands on demand and turns PonderError into a clean exit.
 
-    def _load_plugin_commands(self, ctx: click.Context) -> None:
-        if getattr(self, "_plugin_commands_loaded", False):
-            return
-        self._plugin_commands_loaded = True
-        state = ctx.find_object(AppState) or AppState(
-            ctx.params.get("config_path"), tuple(ctx.params.get("plugin_modules") or ())
-        )
-        try:
-            state.plugins.add_commands(self)
-        except PonderError as exc:  # a broken config must not hide --help
-            log.debug("plugin commands unavailable: %s", exc)
+    Plugin commands live on the invocation's AppState, not on this module-level group, so one
+    process can run the CLI many times (tests do) without commands leaking between runs.
+    """
+
+    def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        state = ctx.find_object(AppState)
+        if state is None:  # `ponder --help` parses options before the group callback runs
+            state = ctx.ensure_object(AppState)
+            state.config_path = ctx.params.get("config_path")
+            state.plugin_modules = tuple(ctx.params.get("plugin_modules") or ())
+        return state.plugin_commands(builtin=set(self.commands))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        self._load_plugin_commands(ctx)
-        return super().list_commands(ctx)
+        return sorted({*super().list_commands(ctx), *self._plugin_commands(ctx)})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
         if command is None:
-            self._load_plugin_commands(ctx)
-            command = super().get_command(ctx, name)
+            command = self._plugin_commands(ctx).get(name)
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -118,7 +130,8 @@ def cli(ctx: click.Context, config_path: str | None, plugin_modules: tuple[str, 
     Every feature is a plugin; `ponder plugins` lists what is installed.
     """
     _setup_logging(verbose)
-    ctx.obj = AppState(config_path, plugin_modules)
+    state = ctx.ensure_object(AppState)
+    state.config_path, state.plugin_modules = config_path, plugin_modules
 
 
 # --- ponder plugins ------------------------------------------------------------------------------
@@ -128,7 +141,7 @@ def cli(ctx: click.Context, config_path: str | None, plugin_modules: tuple[str, 
 def plugins_command(state: AppState, as_json: bool) -> None:
     """List plugins: where each came from, its status and what it provides."""
     plugin_set = state.plugins
-    plugin_set.add_commands(cli)
+    state.plugin_commands(builtin=set(cli.commands))
     rows = [info.to_dict() for info in plugin_set.plugins]
     if as_json:
         click.echo(json.dumps(rows, indent=2))

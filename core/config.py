@@ -275,10 +275,20 @@ def _walk_errors(exc: BaseException, path: Path_) -> Iterator[tuple[Path_, BaseE
             if step is None:
                 step = f"[{getattr(note, 'index', '?')}]"
             yield from _walk_errors(inner, (*path, str(step)))
-        for inner in without:
-            yield from _walk_errors(inner, path)
+        for inner in without:  # raised by the class's own validators, after structuring
+            yield from _walk_errors(inner, (*path, *_validator_attribute(inner)))
     else:
         yield path, exc
+
+
+def _validator_attribute(exc: BaseException) -> tuple[str, ...]:
+    """The attribute an attrs validator complained about, if the error says which."""
+    attribute = exc.args[1] if len(exc.args) > 1 else None
+    name = getattr(attribute, "name", None)
+    if name is None and exc.args:  # attrs' validators say "'chunk_size' must be > 0: -5"
+        found = re.match(r"'(\w+)' ", str(exc.args[0]))
+        name = found.group(1) if found else None
+    return (name,) if name else ()
 
 
 def _message_for(exc: BaseException, path: Path_, cls: type | None) -> str:
@@ -318,9 +328,7 @@ def structure_settings(cls: type, options: Mapping[str, Any], *, section: str,
             messages.append(f"{origin}: {dotted}: {_message_for(inner, path, cls)}")
         raise ConfigError("\n".join(messages)) from None
     except (ValueError, TypeError) as exc:  # raised by a validator in the class's __init__
-        attribute = exc.args[1] if len(exc.args) > 1 else None
-        name = getattr(attribute, "name", None)
-        dotted = f"{section}.{name}" if name else section
+        dotted = ".".join((section, *_validator_attribute(exc)))
         origin = _origin_for(origins, dotted, section)
         raise ConfigError(f"{origin}: {dotted}: {_validator_message(exc)}") from None
 
@@ -525,6 +533,9 @@ def check_components(config: Config, plugin_set: Any) -> list[Any]:
         component = config.component(kind)
         if component.name is None:
             continue
+        explicit = config.origin(f"{kind}.name") != "default"
+        if not explicit and component.name not in plugin_set.registry(kind):
+            continue  # a default that this plugin set lacks is reported when it is used
         try:
             entry = plugin_set.get(kind, component.name)
         except RegistryError as exc:

@@ -65,6 +65,7 @@ class PluginInfo:
     def to_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self)
         data["source"] = self.source
+        data["import_ms"] = round(self.import_ms, 2)
         return data
 
 

@@ -1,0 +1,388 @@
+"""Chunking: split a Context into line-numbered chunks that each fit a token budget.
+
+A chunk is what one model call sees. Its text (``Chunk.render()``) is one or more *pieces*, each a
+header ``=== path (lines a-b) ===`` followed by the lines prefixed with their numbers (``  12| x``),
+so the model can cite ``path:line``. Guarantees, for any context:
+
+- no chunk's rendered text is over ``chunk_tokens`` (estimated with ``estimate_tokens``);
+- every line of every document appears in at least one chunk, with its real line number;
+- boundaries fall at line ends, preferring structure: top-level ``def``/``class`` in Python (with
+  decorators and the comments just above), hunks in diffs, paragraphs elsewhere; a unit that fits
+  a chunk is never split;
+- the output depends only on the input (same context and sizes, same chunks).
+
+Small documents are packed together, in order, so many tiny files make few chunks.
+"""
+
+from __future__ import annotations
+
+import ast
+import warnings
+from bisect import bisect_left, bisect_right
+from itertools import accumulate, pairwise
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ponder.sources import Context, Document
+
+CHARS_PER_TOKEN = 4
+"""Characters per token for estimates. Measured on real code it is ~4.5, so 4 over-counts a
+little: the safe side when the estimate decides whether text fits a window."""
+
+MIN_CHUNK_TOKENS = 64
+"""Smallest chunk size accepted: a header and a few lines must fit."""
+
+_MIN_WIDTH = 4  # width of the line-number column, so short files still line up
+_PIECE_SEPARATOR = "\n\n"
+
+
+def estimate_tokens(text: str) -> int:
+    """Estimated tokens in ``text``: ``ceil(len(text) / 4)``.
+
+    An estimate, not a count: no tokenizer is loaded, so this stays fast and works offline for every
+    provider. Real code runs ~4.5 characters per token, so this over-counts slightly, which is the
+    safe side for window limits.
+    """
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def tokens_for_chars(chars: int) -> int:
+    """``estimate_tokens`` for a text of ``chars`` characters, without the text."""
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def _width(last_line: int) -> int:
+    return max(_MIN_WIDTH, len(str(last_line)))
+
+
+def _header(path: str, first: int, last: int, part: int = 0) -> str:
+    suffix = f", part {part}" if part else ""
+    return f"=== {path} (lines {first}-{last}{suffix}) ==="
+
+
+@attrs.frozen
+class Piece:
+    """Consecutive lines of one document: ``text`` is lines ``start_line..end_line`` (inclusive),
+    joined by newlines, without a trailing newline.
+
+    ``part`` is 0 for whole lines. A single line too long for a whole chunk is split hard into
+    pieces numbered ``part`` 1, 2, …, each holding a slice of that line (``start_line ==
+    end_line``); their header says ``part k`` so the model knows the line continues.
+    """
+
+    path: str
+    start_line: int
+    end_line: int
+    text: str
+    part: int = 0
+
+    @property
+    def partial(self) -> bool:
+        """Whether this piece holds only a slice of one long line."""
+        return self.part > 0
+
+    @property
+    def citation(self) -> str:
+        return f"{self.path}:{self.start_line}"
+
+    def header(self) -> str:
+        return _header(self.path, self.start_line, self.end_line, self.part)
+
+    def render(self) -> str:
+        """The header, then each line as ``{number:>4}| {line}``."""
+        width = _width(self.end_line)
+        numbered = enumerate(self.text.split("\n"), self.start_line)
+        body = "\n".join([f"{n:>{width}}| {line}" for n, line in numbered])
+        return f"{self.header()}\n{body}"
+
+    def rendered_chars(self) -> int:
+        """``len(self.render())``, computed without rendering."""
+        lines = 1 if self.partial else self.text.count("\n") + 1
+        return len(self.header()) + 1 + len(self.text) + lines * (_width(self.end_line) + 2)
+
+
+@attrs.frozen
+class Chunk:
+    """The pieces one model call sees; ``tokens`` estimates the rendered text."""
+
+    index: int
+    pieces: list[Piece]
+    tokens: int
+
+    def render(self) -> str:
+        """The text the model sees: the pieces' renders separated by a blank line."""
+        return _PIECE_SEPARATOR.join(piece.render() for piece in self.pieces)
+
+    @property
+    def paths(self) -> list[str]:
+        """The documents this chunk draws on, in order, each once."""
+        return list(dict.fromkeys(piece.path for piece in self.pieces))
+
+    @property
+    def first_citation(self) -> str:
+        """``path:line`` of the chunk's first line."""
+        return self.pieces[0].citation
+
+
+def default_chunk_tokens(
+    context_window: int,
+    *,
+    max_output_tokens: int = 1024,
+    prompt_overhead: int = 600,
+    fraction: float = 0.5,
+) -> int:
+    """The chunk size the kernel uses when none is configured.
+
+    Only ``fraction`` of what is left after the prompt and the output goes to a chunk: strategies
+    add instructions, examples and partial answers around it (the reduce step combines several
+    answers in one call), and models read the middle of very long inputs less reliably.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    tokens = int((context_window - max_output_tokens - prompt_overhead) * fraction)
+    if tokens < MIN_CHUNK_TOKENS:
+        raise ValueError(
+            f"a {context_window}-token window leaves no room for a chunk after "
+            f"{max_output_tokens} output and {prompt_overhead} prompt tokens "
+            f"(need at least {MIN_CHUNK_TOKENS} tokens)"
+        )
+    return tokens
+
+
+def chunk_context(context: Context, *, chunk_tokens: int, overlap_tokens: int = 0) -> list[Chunk]:
+    """Split ``context`` into chunks whose rendered text is at most ``chunk_tokens`` tokens.
+
+    Documents are visited in order. One that fits the room left in the current chunk joins it; one
+    that fits a chunk starts the next; a larger one is split into pieces (see the module docstring
+    for where), and then each piece after the first also repeats about ``overlap_tokens`` of the
+    lines before it, so a statement cut at a boundary is seen whole on one side. Empty documents
+    produce nothing.
+    """
+    if chunk_tokens < MIN_CHUNK_TOKENS:
+        raise ValueError(f"chunk_tokens must be at least {MIN_CHUNK_TOKENS}, got {chunk_tokens}")
+    if overlap_tokens < 0 or overlap_tokens * 2 > chunk_tokens:
+        raise ValueError(
+            f"overlap_tokens must be between 0 and half of chunk_tokens ({chunk_tokens // 2}), "
+            f"got {overlap_tokens}"
+        )
+    budget = chunk_tokens * CHARS_PER_TOKEN
+    overlap = overlap_tokens * CHARS_PER_TOKEN
+    chunks: list[Chunk] = []
+    current: list[Piece] = []
+    used = 0  # rendered characters of `current`, separators included
+
+    def flush() -> None:
+        chunks.append(Chunk(len(chunks), current, tokens_for_chars(used)))
+
+    for document in context.documents:
+        for piece, chars in _document_pieces(document, budget, overlap, chunk_tokens):
+            if current and used + len(_PIECE_SEPARATOR) + chars <= budget:
+                current.append(piece)
+                used += len(_PIECE_SEPARATOR) + chars
+            else:
+                if current:
+                    flush()
+                current = [piece]
+                used = chars
+    if current:
+        flush()
+    return chunks
+
+
+def _document_pieces(
+    document: Document, budget: int, overlap: int, chunk_tokens: int
+) -> list[tuple[Piece, int]]:
+    """The pieces of one document with their rendered sizes, each at most ``budget`` chars."""
+    text = document.text
+    if not text:
+        return []
+    content = text[:-1] if text.endswith("\n") else text
+    count = content.count("\n") + 1
+    first, last = document.start_line, document.start_line + count - 1
+    # The common case costs one count() and no line list: the whole document fits.
+    chars = len(_header(document.path, first, last)) + 1 + len(content) + count * (_width(last) + 2)
+    if chars <= budget:
+        return [(Piece(document.path, first, last, content), chars)]
+    return _Splitter(document, content, budget, overlap, chunk_tokens).pieces()
+
+
+class _Splitter:
+    """Splits one document that does not fit a chunk.
+
+    The document is cut into *units* at the best boundaries available (levels, best first); a unit
+    still too big is cut again at the next level, down to single lines. The resulting atoms are
+    then packed greedily into pieces, and overlap is added in front of each piece after the first.
+    Sizes come from prefix sums, so the work is linear in the document.
+    """
+
+    def __init__(
+        self, document: Document, content: str, budget: int, overlap: int, chunk_tokens: int
+    ) -> None:
+        self.path = document.path
+        self.start = document.start_line
+        self.language = document.language
+        self.content = content
+        self.lines = content.split("\n")
+        self.budget = budget
+        self.overlap = overlap
+        self.limit = budget - overlap  # pieces leave room for the overlap prepended later
+        self.chunk_tokens = chunk_tokens
+        # cum[i]: characters of lines[:i], one newline counted per line
+        self.cum = [0, *accumulate(len(line) + 1 for line in self.lines)]
+        self.fixed = len(self.path) + 18  # header characters besides the two line numbers
+
+    def cost(self, a: int, b: int) -> int:
+        """Rendered characters of a piece holding lines[a:b] (must equal Piece.rendered_chars)."""
+        first, last = self.start + a, self.start + b - 1
+        header = self.fixed + len(str(first)) + len(str(last))
+        return header + self.cum[b] - self.cum[a] + (b - a) * (_width(last) + 2)
+
+    def pieces(self) -> list[tuple[Piece, int]]:
+        atoms: list[tuple[int, int]] = []
+        self._split(0, len(self.lines), 0, self._levels(), atoms)
+        spans: list[tuple[int, int]] = []  # whole-line pieces; (i, -1) marks a line split hard
+        a = b = -1
+        for s, e in atoms:
+            if a >= 0 and self.cost(a, e) <= self.limit:
+                b = e
+                continue
+            if a >= 0:
+                spans.append((a, b))
+            if self.cost(s, e) <= self.limit:
+                a, b = s, e
+            else:  # a single line over the split limit: alone, or split hard if over the budget
+                spans.append((s, e) if self.cost(s, e) <= self.budget else (s, -1))
+                a = b = -1
+        if a >= 0:
+            spans.append((a, b))
+
+        out: list[tuple[Piece, int]] = []
+        previous = (-1, -1)
+        for a, b in spans:
+            if b < 0:
+                out.extend(self._hard_split(a))
+            else:
+                if self.overlap and previous[1] == a:  # a continuation: repeat lines before it
+                    a = self._extend_back(previous[0], a, b)
+                piece = Piece(self.path, self.start + a, self.start + b - 1, self._join(a, b))
+                out.append((piece, self.cost(a, b)))
+            previous = (a, b)
+        return out
+
+    def _join(self, a: int, b: int) -> str:
+        if a == 0 and b == len(self.lines):
+            return self.content
+        return "\n".join(self.lines[a:b])
+
+    def _extend_back(self, floor: int, a: int, b: int) -> int:
+        """The new start of piece lines[a:b] after taking up to ``overlap`` chars of lines before.
+
+        Never reaches back to ``floor`` (the previous piece's start), so every piece adds lines.
+        """
+        width = _width(self.start + b - 1) + 2
+        start = a
+        while start - 1 > floor:
+            taken = self.cum[a] - self.cum[start - 1] + (a - start + 1) * width
+            if taken > self.overlap or self.cost(start - 1, b) > self.budget:
+                break
+            start -= 1
+        return start
+
+    def _hard_split(self, i: int) -> list[tuple[Piece, int]]:
+        line, number = self.lines[i], self.start + i
+        prefix = _width(number) + 2
+        out: list[tuple[Piece, int]] = []
+        pos, part = 0, 1
+        while pos < len(line) or part == 1:
+            header = _header(self.path, number, number, part)
+            room = self.budget - len(header) - 1 - prefix
+            if room < 1:
+                raise ValueError(
+                    f"chunk_tokens={self.chunk_tokens} is too small to hold a line of {self.path!r}"
+                )
+            piece = Piece(self.path, number, number, line[pos : pos + room], part)
+            out.append((piece, len(header) + 1 + prefix + len(piece.text)))
+            pos += room
+            part += 1
+        return out
+
+    def _split(
+        self, a: int, b: int, level: int, levels: list[list[int]], out: list[tuple[int, int]]
+    ) -> None:
+        """Append the atoms of lines[a:b] to ``out``: units of ``level`` that fit, else finer."""
+        if b - a == 1 or self.cost(a, b) <= self.limit:
+            out.append((a, b))
+            return
+        if level >= len(levels):
+            out.extend((i, i + 1) for i in range(a, b))
+            return
+        bounds = levels[level]
+        inner = bounds[bisect_right(bounds, a) : bisect_left(bounds, b)]
+        for s, e in pairwise([a, *inner, b]):
+            self._split(s, e, level + 1, levels, out)
+
+    def _levels(self) -> list[list[int]]:
+        """Line indices where a unit starts, best level first; single lines are implicitly last."""
+        lines = self.lines
+        blank = [not line or line.isspace() for line in lines]
+        paragraphs = [i for i in range(1, len(lines)) if blank[i - 1] and not blank[i]]
+        if self.language == "diff":
+            return [[i for i in range(1, len(lines)) if lines[i].startswith("@@")], paragraphs]
+        if self.language == "python":
+            found = _python_boundaries(self.content, lines)
+            if found is not None:
+                top, nested = found
+                return [top, sorted({*nested, *paragraphs})]
+        # unindented text after a blank line starts a block (a C function, a heading, a section)
+        blocks = [i for i in paragraphs if not lines[i][0].isspace()]
+        return [blocks, paragraphs]
+
+
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _python_boundaries(content: str, lines: list[str]) -> tuple[list[int], list[int]] | None:
+    """Line indices where top-level statements and nested defs/classes start, or None if the
+    document does not parse. A start includes decorators and the comment lines just above."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escapes etc. are not our business here
+            tree = ast.parse(content)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+    def start(node: ast.stmt, floor: int) -> int:
+        line = node.lineno - 1
+        for decorator in getattr(node, "decorator_list", ()):
+            line = min(line, decorator.lineno - 1)
+        while line - 1 >= floor and lines[line - 1].lstrip().startswith("#"):
+            line -= 1
+        return line
+
+    top: list[int] = []
+    floor = 0
+    for node in tree.body:
+        top.append(start(node, floor))
+        floor = node.end_lineno or floor
+
+    nested: list[int] = []
+
+    def visit(body: list[ast.AST], floor: int) -> None:
+        for node in body:
+            if isinstance(node, _DEFS):
+                nested.append(start(node, floor))
+            children = [
+                child
+                for child in ast.iter_child_nodes(node)
+                if isinstance(child, ast.stmt | ast.excepthandler | ast.match_case)
+            ]
+            if children:  # match_case has no position of its own
+                visit(children, getattr(node, "lineno", None) or floor)
+            floor = getattr(node, "end_lineno", None) or floor
+
+    for node in tree.body:
+        children = [c for c in ast.iter_child_nodes(node) if isinstance(c, ast.stmt)]
+        visit(children, node.lineno)
+    return [i for i in top if i > 0], sorted(i for i in nested if i > 0)
