@@ -59,6 +59,9 @@ _LAZY: dict[str, str] = {
     "path_to_module": "ponder.fileutils",
     # kinds
     "ModelInfo": "ponder.kinds",
+    # running
+    "System": "ponder.system",
+    "Answer": "ponder.answer",
 }
 
 __all__ = ["PLUGIN_API_VERSION", "__version__", "hookimpl", "hookspec", *sorted(_LAZY)]

@@ -56,6 +56,23 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def describe_outcome(
+    succeeded: int, failed: list[FailedChunk], *, skipped: int = 0, max_failures: int = 5
+) -> str:
+    """``answered from 47 of 50 chunks; 3 failed: chunk 5 (timeout), …`` (see BatchResult)."""
+    text = f"answered from {succeeded} of {succeeded + len(failed)} chunks"
+    if failed:
+        ordered = sorted(failed, key=lambda f: f.index)
+        shown = ", ".join(f"chunk {f.index} ({_short(f.error)})" for f in ordered[:max_failures])
+        more = len(ordered) - max_failures
+        text += f"; {len(ordered)} failed: {shown}"
+        if more > 0:
+            text += f" and {more} more"
+    if skipped:
+        text += f"; {skipped} skipped"
+    return text
+
+
 @attrs.define
 class BatchResult:
     """The outcome of a batch: successes, failures and items skipped before being attempted.
@@ -90,19 +107,9 @@ class BatchResult:
 
         At most ``max_failures`` failures are named, then "and N more".
         """
-        text = f"answered from {self.succeeded} of {self.total} chunks"
-        if self.failed:
-            ordered = sorted(self.failed, key=lambda f: f.index)
-            shown = ", ".join(
-                f"chunk {f.index} ({_short(f.error)})" for f in ordered[:max_failures]
-            )
-            more = len(ordered) - max_failures
-            text += f"; {len(ordered)} failed: {shown}"
-            if more > 0:
-                text += f" and {more} more"
-        if self.skipped:
-            text += f"; {self.skipped} skipped"
-        return text
+        return describe_outcome(
+            self.succeeded, self.failed, skipped=self.skipped, max_failures=max_failures
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready when metadata is), with the derived counts included."""
