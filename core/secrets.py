@@ -111,8 +111,16 @@ def is_secret_key(key: Any) -> bool:
 # registered values and key-shaped strings
 
 _KEY_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
-    # "Bearer <token>": keep the scheme so the text still reads sensibly
-    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE), r"\1 " + MASK),
+    # "Bearer <token>": keep the scheme so the text still reads sensibly. The token must hold a
+    # digit, a symbol or mixed case, or be very long, so prose ("a bearer of bad news") is kept.
+    (
+        re.compile(
+            r"\b((?i:bearer|basic))\s+"
+            r"(?:(?=[A-Za-z0-9._~+/=-]*(?:[0-9._~+/=-]|[a-z][A-Z]))[A-Za-z0-9._~+/=-]{8,}"
+            r"|[A-Za-z]{24,})"
+        ),
+        r"\1 " + MASK,
+    ),
     # credentials in URL query strings (?key=AIza..., &access_token=...)
     (
         re.compile(

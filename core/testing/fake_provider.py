@@ -465,7 +465,12 @@ class FakeProvider:
             self._reset_locked()
 
     def stats(self) -> dict[str, Any]:
-        """Counters (the same JSON as ``GET /stats``)."""
+        """Counters (the same JSON as ``GET /stats``).
+
+        ``requests``/``by_path`` count API calls (not /stats, /reset, /health); ``failures`` counts
+        each kind in :data:`FAILURE_KINDS`; ``completed`` counts 200s with a usable answer;
+        ``aborted`` counts requests closed with no reply (timeouts, stop, client hang-ups).
+        """
         with self._lock:
             return {
                 "requests": self._requests,
@@ -497,6 +502,7 @@ class FakeProvider:
         headers: Sequence[tuple[str, str]] = (),
     ) -> None:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self._leave(h)  # the request stops counting as in flight once its answer is decided
         try:
             h.send_response(status)
             h.send_header("Content-Type", "application/json")
@@ -508,6 +514,12 @@ class FakeProvider:
             h.wfile.flush()
         except OSError:
             h.close_connection = True
+
+    def _leave(self, h: _Handler) -> None:
+        if getattr(h, "_fake_admitted", False):
+            h._fake_admitted = False  # type: ignore[attr-defined]
+            with self._lock:
+                self._in_flight -= 1
 
     def _retry_headers(self, seconds: float) -> list[tuple[str, str]]:
         return [
@@ -644,6 +656,7 @@ class FakeProvider:
             else:
                 self._in_flight += 1
                 self._max_in_flight = max(self._max_in_flight, self._in_flight)
+                h._fake_admitted = True  # type: ignore[attr-defined]
         if capped:
             self._send(
                 h,
@@ -659,8 +672,7 @@ class FakeProvider:
         try:
             self._serve_admitted(h, kind, body, request)
         finally:
-            with self._lock:
-                self._in_flight -= 1
+            self._leave(h)
 
     def _parse_request(self, h: _Handler, kind: str, body: dict) -> dict[str, Any]:
         """Validate the body and per-request headers; ValueError -> 400."""
@@ -838,11 +850,11 @@ class FakeProvider:
             delay = a + b * prompt_tokens + c * completion_tokens + jitter
         if delay > 0 and not self._sleep(h, delay):
             raise _Abort
-        self._send(h, 200, response)
-        with self._lock:
+        with self._lock:  # counted before sending, so a client that got it sees it in stats
             self._completed += 1
             self._prompt_tokens += prompt_tokens
             self._completion_tokens += completion_tokens
+        self._send(h, 200, response)
 
     def _tpm_admit(self, tokens: int) -> float | None:
         """Record ``tokens`` in the rolling 60 s window; or the seconds to wait if over ``tpm``."""
