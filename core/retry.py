@@ -32,6 +32,14 @@ NON_RETRYABLE_NAMES: frozenset[str] = frozenset(
         "UnprocessableEntityError",
         "UnsupportedParamsError",
         "UnsupportedProtocol",  # httpx: a bad URL scheme never starts working
+        # dspy >= 3.4 wraps provider errors in its own classes
+        "LMAuthError",
+        "LMInvalidRequestError",
+        "LMConfigurationError",
+        "LMUnsupportedFeatureError",
+        "LMBillingError",
+        "LMUnsupportedModelError",
+        "LMNotConfiguredError",
     }
 )
 RETRYABLE_NAMES: frozenset[str] = frozenset(
@@ -42,6 +50,10 @@ RETRYABLE_NAMES: frozenset[str] = frozenset(
         "APITimeoutError",
         "ServiceUnavailableError",
         "InternalServerError",
+        "LMRateLimitError",
+        "LMServerError",
+        "LMTimeoutError",
+        "LMTransportError",
     }
 )
 NON_RETRYABLE_STATUS: frozenset[int] = frozenset({400, 401, 403, 404, 422})
@@ -54,6 +66,8 @@ class _Uniform(Protocol):
 
 def _status_code(exc: BaseException) -> int | None:
     status = getattr(exc, "status_code", None)
+    if status is None:  # dspy's LM errors call it `status`
+        status = getattr(exc, "status", None)
     if status is None:
         # httpx.HTTPStatusError and friends keep it on the response
         status = getattr(getattr(exc, "response", None), "status_code", None)

@@ -62,6 +62,7 @@ class Services:
         progress_mode: str = "auto",
         chunk_tokens: int | None = None,
         plugin_set: Any = None,
+        dspy_adapter: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lm = lm
@@ -76,6 +77,8 @@ class Services:
         self.progress_mode = progress_mode
         self.chunk_tokens = chunk_tokens
         self.plugin_set = plugin_set
+        #: the DSPy adapter (prompt format) to use; None = DSPy's default ChatAdapter
+        self.dspy_adapter = dspy_adapter
         self.usage = Usage()
         self.stopped_by: str | None = None
         self.largest_prompt_tokens = 0
@@ -145,7 +148,10 @@ class Services:
             log.info("retrying %s call in %.1fs after %s", role, delay, type(exc).__name__)
 
         def once() -> Any:
-            with dspy.context(lm=self.lm, track_usage=True):
+            settings: dict[str, Any] = {"lm": self.lm, "track_usage": True}
+            if self.dspy_adapter is not None:
+                settings["adapter"] = self.dspy_adapter
+            with dspy.context(**settings):
                 return module(**inputs)
 
         with self.tracker.span(role, SpanType.LLM, role=role,

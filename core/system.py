@@ -142,6 +142,8 @@ class System:
             progress_mode=self.progress,
             chunk_tokens=chunk_tokens,
             plugin_set=self.plugins,
+            # an adapter may ask for a prompt format its model copes with (small local models)
+            dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)(),
         )
         run_id = uuid.uuid4().hex[:12]
         with tracker.span("run", SpanType.RUN, run_id=run_id, strategy=strategy_name):
