@@ -141,6 +141,7 @@ class LocalEngine:
                 max_tokens=max_tokens,
                 temperature=temperature,
                 seed=seed,
+                repeat_penalty=self.settings.repeat_penalty,
                 **kwargs,
             )
         choice = raw["choices"][0]
@@ -182,6 +183,8 @@ class LocalSettings:
     #: The context window to allocate (SmolLM2 was trained for 8192).
     n_ctx: int = attrs.field(default=8192, validator=attrs.validators.gt(0))
     max_output_tokens: int = attrs.field(default=512, validator=attrs.validators.gt(0))
+    #: >1 discourages the loops small models fall into at temperature 0
+    repeat_penalty: float = attrs.field(default=1.3, validator=attrs.validators.ge(1.0))
     temperature: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
     seed: int = 0
     #: CPU threads for generation; None: os.cpu_count().
