@@ -118,6 +118,13 @@ class Services:
             self._stop("max_tokens")
             raise LimitReached("max_tokens", f"the token limit of {self.max_tokens} was reached")
 
+    def charge(self, *, calls: int = 0, input_tokens: int = 0, output_tokens: int = 0) -> None:
+        """Count LM calls made outside :meth:`predict` (e.g. dspy.RLM's own root calls)."""
+        cost = self.model_info.cost(input_tokens, output_tokens)
+        with self._lock:
+            self.usage.add(calls=calls, input_tokens=input_tokens, output_tokens=output_tokens,
+                           cost_usd=cost)
+
     # --- LM calls ------------------------------------------------------------------------------
     def module_for(self, signature: Any) -> Any:
         """The predictor's DSPy module for ``signature``, built once per run."""
@@ -143,12 +150,15 @@ class Services:
             retries += 1
             remaining = self.remaining_s()
             if remaining is not None and delay >= remaining:
+                self._stop("timeout")
                 raise LimitReached("timeout", "the time limit was reached while backing off")
             self.check_limits()
             log.info("retrying %s call in %.1fs after %s", role, delay, type(exc).__name__)
 
         def once() -> Any:
-            settings: dict[str, Any] = {"lm": self.lm, "track_usage": True}
+            # a fresh usage tracker per call: nested tracking would double-count
+            settings: dict[str, Any] = {"lm": self.lm, "track_usage": True,
+                                        "usage_tracker": None}
             if self.dspy_adapter is not None:
                 settings["adapter"] = self.dspy_adapter
             with dspy.context(**settings):

@@ -22,8 +22,8 @@ def adapter(**options) -> LocalAdapter:
 
 @pytest.fixture(scope="module")
 def dspy():
-    import llama_cpp  # noqa: F401  the test command installs ponder[local]: fail, never skip
     import dspy as _dspy
+    import llama_cpp  # noqa: F401  the test command installs ponder[local]: fail, never skip
 
     return _dspy
 

@@ -1,0 +1,172 @@
+"""The ``map_reduce`` strategy: read every chunk in parallel, then combine what was found.
+
+**Map.** The context is cut into chunks (:func:`ponder.chunking.chunk_context`) sized so that one
+chunk, the question and the instructions fit the model's window. Each chunk is one ``extract``
+call (``role="map"``), run through ``services.map`` under the concurrency cap, giving a
+:class:`ponder.results.ChunkResult` (``relevant_info``, ``confidence``, and the chunk's first
+``path:line`` in ``metadata["citation"]``). A chunk whose call fails is listed in the draft's
+``failures`` and the others still count. With ``skip_empty`` (the default) results that found
+nothing (confidence ``none``, or a bare ``NOT FOUND``) are dropped before the reduce.
+
+**Reduce.** The kept findings are combined ``fan_in`` at a time, level after level, until one
+answer is left; a group also closes early when its findings would not fit the window, so no prompt
+exceeds it; one finding still goes through one combine call, so the answer is phrased for the
+question (see :mod:`ponder.plugins._common`).
+
+**LM calls**, for ``n`` chunks of which ``m`` found something (all ``n`` without ``skip_empty``)
+and fan-in ``k``, when nothing fails and no window split happens::
+
+    calls = n + R(m),   R(m) = sum(ceil(m / k**i) for i in 1..L),  L = max(1, ceil(log_k m)),
+    R(0) = 0 (nothing found: the draft says so without a combine call)
+
+For example n = 27, m = 1: 27 + 1 = 28 calls; n = 27, m = 27, k = 3: 27 + 9 + 3 + 1 = 40.
+
+**Limits.** When a limit (cost, tokens, time) stops the run, the chunks not read are listed as
+failures, no combine call is made, and the draft holds the findings so far under a note saying
+the run stopped.
+
+**Retrieval.** With ``top_k`` set and a retriever configured, only the ``top_k`` chunks the
+retriever ranks best are read (``chunks_total`` still counts them all); without a retriever
+``top_k`` is ignored.
+
+Config example::
+
+    [strategy]
+    name = "map_reduce"
+    # chunk_tokens = 4000     # default: the run's chunk size, else half of what the window leaves
+    # overlap_tokens = 0      # lines repeated across chunk boundaries (at most chunk_tokens / 2)
+    # fan_in = 8              # findings combined per reduce call
+    # top_k = 20              # with a retriever: read only the 20 best chunks
+    # skip_empty = true       # drop chunk results that found nothing before reducing
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ponder import hookimpl
+
+PONDER_PLUGIN_API = 1
+
+_optional_positive = attrs.validators.optional(attrs.validators.ge(1))
+
+
+@attrs.define
+class MapReduceSettings:
+    #: tokens per chunk; None: ``services.chunk_tokens``, else ``default_chunk_tokens(window)``
+    chunk_tokens: int | None = attrs.field(default=None, validator=_optional_positive)
+    #: tokens of lines repeated at a chunk boundary
+    overlap_tokens: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    #: findings per combine call (k)
+    fan_in: int = attrs.field(default=8, validator=attrs.validators.ge(2))
+    #: with a retriever: read only this many best-ranked chunks (ignored without one)
+    top_k: int | None = attrs.field(default=None, validator=_optional_positive)
+    #: drop chunk results that found nothing before the reduce
+    skip_empty: bool = True
+
+
+class MapReduceStrategy:
+    name = "map_reduce"
+
+    def __init__(self, settings: MapReduceSettings | None = None) -> None:
+        self.settings = settings or MapReduceSettings()
+
+    def plan_chunks(self, question: str, context: Any, services: Any) -> list[Any]:
+        """The chunks this strategy would read for ``question`` (before retrieval)."""
+        from ponder.chunking import chunk_context
+        from ponder.plugins._common import prompt_room, require_room, resolve_chunk_tokens
+        from ponder.plugins._signatures import extract_signature
+
+        room = require_room(prompt_room(services, extract_signature(), question), "a chunk",
+                            services)
+        chunk_tokens = resolve_chunk_tokens(services, self.settings.chunk_tokens, room)
+        overlap = min(self.settings.overlap_tokens, chunk_tokens // 2)
+        return chunk_context(context, chunk_tokens=chunk_tokens, overlap_tokens=overlap)
+
+    def run(self, question: str, context: Any, services: Any) -> Any:
+        from ponder.answer import Draft
+        from ponder.observability import SpanType
+        from ponder.plugins._common import (
+            NOTHING_FOUND,
+            format_finding,
+            nothing_read,
+            reduce_answers,
+            says_nothing,
+            stop_reason,
+            stopped_note,
+        )
+        from ponder.plugins._signatures import extract_signature
+        from ponder.results import ChunkResult
+
+        settings = self.settings
+        signature = extract_signature()
+        with services.tracker.span("map_reduce", SpanType.STRATEGY) as span:
+            chunks = self.plan_chunks(question, context, services)
+            total = len(chunks)
+            selected = self._retrieve(question, chunks, services)
+            span.attributes.update(chunks=total, selected=len(selected))
+
+            def extract_one(_: int, chunk: Any) -> ChunkResult:
+                prediction = services.predict(signature, role="map", question=question,
+                                              chunk=chunk.render())
+                return ChunkResult(
+                    chunk.index,
+                    str(prediction.relevant_info or "").strip(),
+                    confidence=prediction.confidence or "low",
+                    metadata={"citation": chunk.first_citation, "paths": chunk.paths},
+                )
+
+            batch = services.map(extract_one, selected, label="map")
+            # services.map numbers items by position; report the chunks' own indices
+            failures = [attrs.evolve(f, index=selected[f.index].index) for f in batch.failed]
+            kept = [r for r in batch.results
+                    if not (settings.skip_empty and says_nothing(r.relevant_info, r.confidence))]
+            span.attributes.update(read=batch.succeeded, failed=len(failures), relevant=len(kept))
+
+            if not batch.results:
+                text = nothing_read(total, failures, services)
+            elif not kept and stop_reason(services, failures) is not None:
+                text = (f"[partial: the run stopped ({stop_reason(services, failures)}) after "
+                        f"reading {batch.succeeded} of {total} chunks; none of them had anything "
+                        "relevant]")
+            elif not kept:
+                text = (f"{NOTHING_FOUND}: none of the {batch.succeeded} chunks read had "
+                        "anything relevant.")
+            else:
+                partials = [
+                    format_finding(number, r.relevant_info,
+                                   source=f"chunk {r.index}, from {r.metadata['citation']}",
+                                   confidence=r.confidence)
+                    for number, r in enumerate(kept, 1)
+                ]
+                reduced = reduce_answers(services, question, partials, fan_in=settings.fan_in)
+                text = reduced.text
+                if reduced.stopped:
+                    text = f"{stopped_note(services, failures)}\n\n{text}"
+        return Draft(
+            text=text,
+            failures=failures,
+            chunks_total=total,
+            chunks_read=batch.succeeded,
+            strategy=self.name,
+            largest_prompt_tokens=services.largest_prompt_tokens,
+        )
+
+    def _retrieve(self, question: str, chunks: list[Any], services: Any) -> list[Any]:
+        top_k, retriever = self.settings.top_k, getattr(services, "retriever", None)
+        if not top_k or retriever is None or top_k >= len(chunks):
+            return chunks
+        from ponder.observability import SpanType
+
+        with services.tracker.span("retrieve", SpanType.RETRIEVE, top_k=top_k):
+            retriever.index(chunks)
+            hits = retriever.search(question, top_k)
+        best = {chunk.index: chunk for chunk, _score in hits}
+        return [best[index] for index in sorted(best)]
+
+
+@hookimpl
+def ponder_register_strategies(register):
+    register("map_reduce", MapReduceStrategy, settings=MapReduceSettings)
