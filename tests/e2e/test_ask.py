@@ -174,3 +174,21 @@ def test_real_local_model_answers_the_bundled_corpus():
     assert data["model"].startswith("SmolLM2") and data["answer"].strip()
     assert data["usage"]["calls"] >= 1
     assert data["usage"]["input_tokens"] > 0 and data["usage"]["output_tokens"] > 0
+
+
+def test_diff_from_stdin(tmp_path):
+    diff = (
+        "diff --git a/pkg_3/mod_4.py b/pkg_3/mod_4.py\n"
+        "--- a/pkg_3/mod_4.py\n+++ b/pkg_3/mod_4.py\n"
+        "@@ -5,2 +5,3 @@\n context = 1\n+MAGIC_PORT = 48213\n other = 2\n"
+    )
+    result = run_cli(["--config", config(tmp_path, strategy="map_reduce"), "diff",
+                      "What is MAGIC_PORT?", "--json"], input=diff)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert "48213" in data["answer"] and data["usage"]["calls"] == 2
+
+
+def test_diff_without_input_is_a_usage_error(tmp_path):
+    result = run_cli(["--config", config(tmp_path), "diff", "What changed?"], input="")
+    assert result.exit_code == 2 and "no diff on stdin" in result.output
