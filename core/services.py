@@ -29,7 +29,7 @@ from ponder.answer import Usage
 from ponder.chunking import estimate_tokens
 from ponder.errors import PonderError
 from ponder.kinds import ModelInfo
-from ponder.observability import SpanType, Tracker
+from ponder.observability import SpanType, Tracker, in_current_context
 from ponder.results import BatchResult, ChunkResult, FailedChunk
 from ponder.retry import RetryPolicy, call_with_retry
 
@@ -204,7 +204,8 @@ class Services:
                     # keep at most `concurrency` in flight, so a limit stops new submissions
                     while (next_index < len(items) and len(pending) < self.concurrency
                            and self.stopped_by is None):
-                        future = pool.submit(_in_context(run_one), next_index, items[next_index])
+                        future = pool.submit(in_current_context(run_one), next_index,
+                                             items[next_index])
                         pending[future] = next_index
                         next_index += 1
                     if not pending:
@@ -245,18 +246,6 @@ class Services:
             progress.update(status="done" if not failed else "failed")
         return BatchResult(results=[results[i] for i in sorted(results)],
                            failed=[failed[i] for i in sorted(failed)])
-
-
-def _in_context(fn: Callable[..., T]) -> Callable[..., T]:
-    """Run ``fn`` in a copy of the caller's context (tracker parent spans, dspy settings)."""
-    import contextvars
-
-    context = contextvars.copy_context()
-
-    def run(*args: Any) -> T:
-        return context.copy().run(fn, *args)
-
-    return run
 
 
 def _usage_of(prediction: Any, estimate: int) -> tuple[int, int]:

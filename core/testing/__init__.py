@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -103,14 +102,4 @@ def isolated_user_dir(root: str | os.PathLike[str], *, chdir: bool = True) -> It
         os.environ.update(saved_env)
 
 
-def capture_logs(logger: str = "ponder") -> tuple[io.StringIO, Any]:
-    """Attach a handler collecting ``logger``'s records as text; returns (buffer, handler)."""
-    import logging
-
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    logging.getLogger(logger).addHandler(handler)
-    return buffer, handler
-
-
-__all__ = ["CliResult", "capture_logs", "isolated_user_dir", "plugin_set", "run_cli"]
+__all__ = ["CliResult", "isolated_user_dir", "plugin_set", "run_cli"]
