@@ -23,10 +23,13 @@ class Usage:
     output_tokens: int = 0
     cost_usd: float = 0.0
     retries: int = 0
+    #: calls answered from the response cache (not in ``calls``: they cost nothing)
+    cached_calls: int = 0
 
     def add(self, *, calls: int = 0, input_tokens: int = 0, output_tokens: int = 0,
-            cost_usd: float = 0.0, retries: int = 0) -> None:
+            cost_usd: float = 0.0, retries: int = 0, cached_calls: int = 0) -> None:
         self.calls += calls
+        self.cached_calls += cached_calls
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
         self.cost_usd += cost_usd
@@ -47,6 +50,9 @@ class Draft:
     strategy: str | None = None
     #: the largest single prompt sent, in estimated tokens
     largest_prompt_tokens: int = 0
+    #: what went wrong that is not a chunk (a failed combine call, code the sandbox refused),
+    #: one short secret-free line each
+    problems: list[str] = attrs.Factory(list)
 
 
 @attrs.define
@@ -65,6 +71,8 @@ class Answer:
     chunks: dict[str, int] = attrs.Factory(dict)
     #: a one-line statement of what is missing, when the answer is partial
     note: str | None = None
+    #: problems that are not failed chunks (see :attr:`Draft.problems`)
+    problems: list[str] = attrs.Factory(list)
 
     @property
     def partial(self) -> bool:

@@ -191,6 +191,8 @@ def _ask_options(fn: Any) -> Any:
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching files."),
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Any config value, e.g. --set strategy.fan_in=4. Repeatable."),
+        click.option("--no-cache", "no_cache", is_flag=True,
+                     help="Ask the model again instead of using cached replies."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
         click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr."),
     ]
@@ -212,6 +214,8 @@ def _overrides(params: dict[str, Any]) -> list[tuple[tuple[str, ...], Any, str]]
     for param, path in flags.items():
         if params.get(param) is not None:
             overrides.append((path, params[param], "--" + param.replace("_", "-")))
+    if params.get("no_cache"):
+        overrides.append((("cache", "enabled"), False, "--no-cache"))
     for text in params.get("assignments") or ():
         path, value = parse_assignment(text)
         overrides.append((path, value, f"--set {text}"))
@@ -276,6 +280,7 @@ def _print_answer(answer: Any, *, as_json: bool, quiet: bool) -> None:
                      + (f" and {more} more" if more > 0 else ""))
     if answer.note:
         lines.append(f"partial: {answer.note}")
+    lines.extend(f"problem: {problem}" for problem in answer.problems)
     click.echo("\n".join(redact(line) for line in lines), err=True)
 
 
@@ -320,6 +325,16 @@ def diff_command(state: AppState, question: str, rev: str | None, **params: Any)
     if not text.strip():
         raise click.UsageError("no diff on stdin: pipe `git diff` in, or use --git REV")
     _run_ask(state, question, params, diff_text=text)
+
+
+# --- ponder runs ---------------------------------------------------------------------------------
+def _add_runs() -> None:
+    from ponder.cli_runs import add_runs_command
+
+    add_runs_command(cli)
+
+
+_add_runs()
 
 
 # --- ponder config -------------------------------------------------------------------------------
@@ -384,6 +399,17 @@ def main(argv: list[str] | None = None) -> int:
 
         click.echo(f"ponder: error: {redact(str(exc))}", err=True)
         return exc.exit_code
+    except Exception as exc:  # a bug (ponder's or a plugin's): never let Python print it raw,
+        # since its message or a chained cause may hold a key (a provider echoing it, a plugin)
+        import traceback
+
+        from ponder.secrets import redact
+
+        if log.isEnabledFor(logging.DEBUG):  # -vv: the traceback too, redacted
+            click.echo(redact("".join(traceback.format_exception(exc))).rstrip(), err=True)
+        click.echo(f"ponder: internal error: {redact(f'{type(exc).__name__}: {exc}')}"
+                   " (run with -vv for the traceback)", err=True)
+        return 1
     return result if isinstance(result, int) else 0
 
 

@@ -52,7 +52,7 @@ DEFAULT_NAMES: dict[str, str | None] = {
     "strategy": "auto",
     "predictor": "predict",
     "retriever": None,
-    "storage": None,
+    "storage": "sqlite",
 }
 
 Path_ = tuple[str, ...]
@@ -96,6 +96,20 @@ class LimitsConfig:
     max_tokens: int | None = attrs.field(default=None, validator=_positive)
     concurrency: int = attrs.field(default=4, validator=_positive)
     max_retries: int = attrs.field(default=3, validator=_non_negative)
+    #: consecutive failures that open an adapter's circuit (with ``[adapter] fallbacks``)
+    breaker_failures: int = attrs.field(default=3, validator=_positive)
+    #: seconds an open circuit waits before letting one trial call through
+    breaker_cooldown: float = attrs.field(default=30.0, validator=_non_negative)
+
+
+@attrs.define
+class CacheConfig:
+    """``[cache]``: the LM response cache (:mod:`ponder.cache`)."""
+
+    #: serve a reply seen before from disk; ``ponder ask --no-cache`` turns it off for one run
+    enabled: bool = True
+    #: the cache file; None = ``<ponder cache dir>/responses.sqlite``
+    path: str | None = None
 
 
 @attrs.define
@@ -104,9 +118,18 @@ class Component:
 
     name: str | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
+    #: ``[adapter] fallbacks``: adapters tried in order when this one fails (a kernel key, never
+    #: passed to the plugin's settings; see :mod:`ponder.fallback`)
+    fallbacks: list[str] = attrs.field(factory=list)
 
 
-KERNEL_SECTIONS: dict[str, type] = {"plugins": PluginsConfig, "limits": LimitsConfig}
+#: ``[adapters.<name>]``: the settings of an adapter used as a fallback (or chosen at run time).
+ADAPTERS_SECTION = "adapters"
+
+
+KERNEL_SECTIONS: dict[str, type] = {
+    "plugins": PluginsConfig, "limits": LimitsConfig, "cache": CacheConfig,
+}
 
 
 @attrs.define
@@ -115,11 +138,14 @@ class Config:
 
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
     limits: LimitsConfig = attrs.field(factory=LimitsConfig)
+    cache: CacheConfig = attrs.field(factory=CacheConfig)
     adapter: Component = attrs.field(factory=lambda: Component(DEFAULT_NAMES["adapter"]))
     strategy: Component = attrs.field(factory=lambda: Component(DEFAULT_NAMES["strategy"]))
     predictor: Component = attrs.field(factory=lambda: Component(DEFAULT_NAMES["predictor"]))
     retriever: Component = attrs.field(factory=lambda: Component(DEFAULT_NAMES["retriever"]))
     storage: Component = attrs.field(factory=lambda: Component(DEFAULT_NAMES["storage"]))
+    #: ``[adapters.<name>]`` sections: adapter name -> raw settings, validated later
+    adapters: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     #: dotted key -> where its value came from (a file, an environment variable, a flag)
     origins: dict[str, str] = attrs.field(factory=dict, repr=False)
     #: the files that were read, lowest layer first
@@ -147,6 +173,38 @@ class Config:
         return structure_settings(settings_cls, component.options, section=kind,
                                   origins=self.origins)
 
+    def adapter_settings(self, name: str, settings_cls: type | None) -> Any:
+        """Validate the settings of adapter ``name`` against its plugin's settings class.
+
+        The configured adapter (``adapter.name``) takes ``[adapter]``'s settings, or
+        ``[adapters.<name>]``'s when ``[adapter]`` has none (setting both is an error); any other
+        adapter (a fallback, or one chosen at run time) takes ``[adapters.<name>]``'s, defaults
+        when that section is absent.
+        """
+        section = f"{ADAPTERS_SECTION}.{name}"
+        options = self.adapters.get(name, {})
+        if name == self.adapter.name:
+            if self.adapter.options and name in self.adapters:
+                raise ConfigError(
+                    f"{self._section_origin(section)}: {section}: adapter {name!r} is configured "
+                    f"in [adapter] already; put its settings in one section, [adapter] or "
+                    f"[{section}]")
+            if not options:
+                return self.component_settings("adapter", settings_cls)
+        if settings_cls is None:
+            if options:
+                key = next(iter(options))
+                raise ConfigError(self._located(
+                    f"{section}.{key}", f"adapter {name!r} takes no settings, got {key!r}"))
+            return None
+        return structure_settings(settings_cls, options, section=section, origins=self.origins)
+
+    def _section_origin(self, section: str) -> str:
+        """Where the first key of ``section`` came from."""
+        prefix = section + "."
+        return next((origin for key, origin in self.origins.items() if key.startswith(prefix)),
+                    "default")
+
     def _located(self, dotted: str, message: str) -> str:
         return f"{self.origin(dotted)}: {dotted}: {message}"
 
@@ -157,7 +215,11 @@ class Config:
         }
         for kind in KINDS:
             component = getattr(self, kind)
-            data[kind] = {"name": component.name, **component.options}
+            chain = {"fallbacks": list(component.fallbacks)} if component.fallbacks else {}
+            data[kind] = {"name": component.name, **chain, **component.options}
+        if self.adapters:
+            data[ADAPTERS_SECTION] = {name: dict(options)
+                                      for name, options in self.adapters.items()}
         if masked:
             from ponder.secrets import clean_secrets
 
@@ -415,7 +477,7 @@ def _env_layer(environ: Mapping[str, str]) -> Iterator[tuple[Path_, Any, str]]:
     for variable, path in plugin_switches.items():
         if variable in environ:
             yield path, EnvString(environ[variable]), variable
-    sections = (*KERNEL_SECTIONS, *KINDS)
+    sections = (*KERNEL_SECTIONS, *KINDS, ADAPTERS_SECTION)
     for variable in sorted(environ):
         if not variable.startswith(ENV_PREFIX) or variable in RESERVED_ENV:
             continue
@@ -488,7 +550,7 @@ def load_config(
 def _build(layers: _Layers, files: list[str]) -> Config:
     origins = {".".join(path): origin for path, origin in layers.origins.items()}
     errors: list[str] = []
-    known_sections = [*KERNEL_SECTIONS, *KINDS]
+    known_sections = [*KERNEL_SECTIONS, *KINDS, ADAPTERS_SECTION]
     for section in sorted({path[0] for path in layers.values}):
         if section not in known_sections:
             suggestion = did_you_mean(section, known_sections)
@@ -513,7 +575,23 @@ def _build(layers: _Layers, files: list[str]) -> Config:
             errors.append(f"{origins.get(kind + '.name', 'default')}: {kind}.name: "
                           f"expected a plugin name (string), got {name!r}")
             name = None
-        setattr(config, kind, Component(str(name) if name is not None else None, options))
+        fallbacks: list[str] = []
+        if kind == "adapter" and "fallbacks" in options:
+            raw = options.pop("fallbacks")
+            try:
+                fallbacks = _structure_str_list(raw, list[str])
+            except ConfigTypeError:
+                errors.append(f"{origins.get('adapter.fallbacks', 'default')}: adapter.fallbacks: "
+                              f"expected a list of adapter names, got {_describe(raw)}")
+        setattr(config, kind, Component(str(name) if name is not None else None, options,
+                                        fallbacks))
+    for name, options in layers.nested(ADAPTERS_SECTION).items():
+        if not isinstance(options, dict):
+            dotted = f"{ADAPTERS_SECTION}.{name}"
+            errors.append(f"{origins.get(dotted, 'default')}: {dotted}: expected a table of the "
+                          f"adapter's settings ([{dotted}]), got {_describe(options)}")
+            continue
+        config.adapters[name] = options
     if errors:
         raise ConfigError("\n".join(errors))
     return config
@@ -545,9 +623,44 @@ def check_components(config: Config, plugin_set: Any) -> list[Any]:
             settings.append(config.component_settings(kind, entry.settings))
         except ConfigError as exc:
             errors.append(str(exc))
+    errors.extend(_adapter_chain_errors(config, plugin_set))
     if errors:
         raise ConfigError("\n".join(errors))
     return settings
+
+
+def _adapter_chain_errors(config: Config, plugin_set: Any) -> list[str]:
+    """Problems with ``[adapter] fallbacks`` and the ``[adapters.<name>]`` sections."""
+    from ponder.registry import RegistryError
+
+    errors: list[str] = []
+    primary = config.adapter.name
+    where = config.origin("adapter.fallbacks")
+    seen: set[str] = set()
+    for name in config.adapter.fallbacks:
+        if name == primary:
+            errors.append(f"{where}: adapter.fallbacks: {name!r} is the adapter itself "
+                          "(adapter.name); a fallback must be another adapter")
+        elif name in seen:
+            errors.append(f"{where}: adapter.fallbacks: {name!r} is listed twice")
+        else:
+            try:
+                plugin_set.get("adapter", name)
+            except RegistryError as exc:
+                errors.append(f"{where}: adapter.fallbacks: {exc}")
+        seen.add(name)
+    for name in config.adapters:
+        section = f"{ADAPTERS_SECTION}.{name}"
+        try:
+            entry = plugin_set.get("adapter", name)
+        except RegistryError as exc:
+            errors.append(f"{config._section_origin(section)}: {section}: {exc}")
+            continue
+        try:
+            config.adapter_settings(name, entry.settings)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    return errors
 
 
 # --- display -----------------------------------------------------------------------------------
@@ -572,6 +685,14 @@ def render_toml(config: Config) -> str:
     """The resolved config as TOML, secrets masked, each value annotated with its origin."""
     lines: list[str] = []
     for section, values in config.to_dict(masked=True).items():
+        if section == ADAPTERS_SECTION:  # one [adapters.<name>] table per adapter
+            for name, options in values.items():
+                lines.append(f"[{section}.{_toml_key(name)}]")
+                for key, value in options.items():
+                    origin = config.origin(f"{section}.{name}.{key}")
+                    lines.append(f"{_toml_key(key)} = {_toml_value(value)}  # {origin}")
+                lines.append("")
+            continue
         lines.append(f"[{section}]")
         for key, value in values.items():
             if value is None:

@@ -103,6 +103,25 @@ def ponder_register_storage(register: Register) -> None:
 
 
 @hookspec
+def ponder_register_tools(register: Register) -> None:
+    """Register tools for agent predictors: factories returning a :class:`ponder.kinds.Tool`.
+
+    Example::
+
+        class WordCount:
+            def make(self, context):
+                def word_count(path: str) -> str:
+                    \"\"\"How many words the file at ``path`` has.\"\"\"
+                    return str(len(context.document(path).text.split()))
+                return word_count
+
+        @hookimpl
+        def ponder_register_tools(register):
+            register("word_count", WordCount)
+    """
+
+
+@hookspec
 def ponder_register_commands(cli: Any) -> None:
     """Add subcommands to the ``ponder`` command line (``cli`` is a :class:`click.Group`).
 
@@ -126,4 +145,8 @@ KIND_HOOKS: dict[str, str] = {
     "predictor": "ponder_register_predictors",
     "storage": "ponder_register_storage",
 }
+#: the kinds a config section selects one of (``[adapter] name = …``)
 KINDS: tuple[str, ...] = tuple(KIND_HOOKS)
+#: kinds a run uses several of, named in a component's settings (``[predictor] tools = […]``)
+COLLECTION_HOOKS: dict[str, str] = {"tool": "ponder_register_tools"}
+ALL_KIND_HOOKS: dict[str, str] = {**KIND_HOOKS, **COLLECTION_HOOKS}

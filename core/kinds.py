@@ -6,7 +6,7 @@ module stays cheap (``ponder --help`` and ``ponder plugins`` import it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -47,7 +47,13 @@ class Predictor(Protocol):
 
 @runtime_checkable
 class Retriever(Protocol):
-    """Indexes chunks and returns the most relevant ones for a query, best first."""
+    """Indexes chunks and returns the most relevant ones for a query, best first.
+
+    A retriever whose index is worth keeping (embeddings) also provides ``dump() -> bytes`` and
+    ``load(data: bytes, chunks)``; the kernel then saves the index in storage, keyed by the
+    retriever, its settings and the chunks' digest, so a second run over the same sources does
+    not index again (see :meth:`ponder.services.Services.retrieve`).
+    """
 
     def index(self, chunks: Sequence[Any]) -> None: ...
 
@@ -63,11 +69,56 @@ class Strategy(Protocol):
 
 @runtime_checkable
 class Storage(Protocol):
-    """Records runs, LM calls and spans; serves them back for ``ponder runs``."""
+    """Records runs, their LM calls and spans; serves them back for ``ponder runs``.
 
-    def record_run(self, run: dict[str, Any]) -> str: ...
+    Records are plain dicts (JSON-able values) so a backend needs no ponder types:
+
+    - ``begin_run(run)``: ``run["id"]`` plus ``started_at``, ``question``, ``source_digest``,
+      ``sources``, ``config`` (secrets already masked), ``model``, ``adapter``, ``strategy``;
+      the run is stored with ``status = "running"`` and committed at once, so a process killed
+      mid-run leaves it visible (shown as incomplete).
+    - ``record_call(run_id, call)``: one LM call, committed on its own (``role``, ``adapter``,
+      ``model``, ``prompt_chars``, ``reply_chars``, ``input_tokens``, ``output_tokens``,
+      ``latency_s``, ``cost_usd``, ``retries``, ``cached``, ``error``, optional ``prompt`` and
+      ``reply`` text that a backend keeps only when configured to).
+    - ``finish_run(run_id, result)``: ``status`` (ok/partial/failed/interrupted), ``answer``,
+      ``usage``, ``cost_usd``, ``elapsed_s``, ``failures``, ``stopped_by``, ``chunks``,
+      ``spans``.
+    - ``list_runs(limit)``: newest first; ``get_run(run_id)``: one run with ``calls`` and
+      ``spans`` (a unique id prefix is enough), or None.
+    - ``put_artifact(kind, key, data)`` / ``get_artifact(kind, key)``: opaque bytes such as a
+      retriever's index.
+    """
+
+    #: where the records live (a file path, or ":memory:"), for ``ponder runs path``
+    location: str
+
+    def begin_run(self, run: dict[str, Any]) -> str: ...
+
+    def record_call(self, run_id: str, call: dict[str, Any]) -> None: ...
+
+    def finish_run(self, run_id: str, result: dict[str, Any]) -> None: ...
 
     def list_runs(self, limit: int = 20) -> list[dict[str, Any]]: ...
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None: ...
+
+    def put_artifact(self, kind: str, key: str, data: bytes) -> None: ...
+
+    def get_artifact(self, kind: str, key: str) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """A tool an agent predictor (``react``) may call, bound to the run's context.
+
+    ``make(context)`` returns a plain Python function with type hints and a docstring (DSPy
+    turns those into the tool's schema); it returns text the model reads.
+    """
+
+    def make(self, context: Any) -> Callable[..., Any]: ...
 
 
 KIND_PROTOCOLS: dict[str, type] = {
@@ -76,4 +127,5 @@ KIND_PROTOCOLS: dict[str, type] = {
     "retriever": Retriever,
     "predictor": Predictor,
     "storage": Storage,
+    "tool": Tool,
 }

@@ -152,7 +152,7 @@ class PluginSet:
             return self.registries[kind]
         except KeyError:
             raise PonderError(
-                f"unknown component kind {kind!r} (kinds: {', '.join(hookspecs.KINDS)})"
+                f"unknown component kind {kind!r} (kinds: {', '.join(hookspecs.ALL_KIND_HOOKS)})"
             ) from None
 
     def get(self, kind: str, name: str) -> Registration[Any]:
@@ -242,7 +242,9 @@ def load_plugins(
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
-    registries: dict[str, Registry[Any]] = {kind: Registry(kind) for kind in hookspecs.KINDS}
+    registries: dict[str, Registry[Any]] = {
+        kind: Registry(kind) for kind in hookspecs.ALL_KIND_HOOKS
+    }
 
     candidates = _entry_point_candidates(group) if entry_points else []
     candidates += [_local_candidate(spec) for spec in modules]
@@ -298,13 +300,13 @@ def _load_one(candidate: _Candidate, manager: pluggy.PluginManager,
     if unknown:
         manager.unregister(plugin)
         _fail(info, f"unknown hook(s) {', '.join(sorted(unknown))} (known: "
-                    f"{', '.join(sorted(hookspecs.KIND_HOOKS.values()))}, "
+                    f"{', '.join(sorted(hookspecs.ALL_KIND_HOOKS.values()))}, "
                     f"ponder_register_commands)", strict=strict)
         return
 
     provider = Provider(plugin=info.name, distribution=info.distribution, version=info.version)
     staged: list[Registration[Any]] = []
-    for kind, hook_name in hookspecs.KIND_HOOKS.items():
+    for kind, hook_name in hookspecs.ALL_KIND_HOOKS.items():
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
             if impl.plugin is not plugin:
                 continue

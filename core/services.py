@@ -45,6 +45,21 @@ class LimitReached(PonderError):
         self.limit = limit
 
 
+class EmptyResponseError(PonderError):
+    """The provider answered 200 with no completion (``"choices": []``): transient, so retried.
+
+    DSPy turns such a reply into a Prediction without fields, which would otherwise count as a
+    successful call and fail later, unretried, when a strategy reads a field.
+    """
+
+    retryable = True
+
+
+def _is_empty(prediction: Any) -> bool:
+    keys = getattr(prediction, "keys", None)
+    return callable(keys) and not list(keys())
+
+
 class Services:
     def __init__(
         self,
@@ -63,6 +78,11 @@ class Services:
         chunk_tokens: int | None = None,
         plugin_set: Any = None,
         dspy_adapter: Any = None,
+        context: Any = None,
+        names: dict[str, tuple[str | None, Any]] | None = None,
+        cache: Any = None,
+        on_call: Callable[[dict[str, Any]], None] | None = None,
+        storage: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lm = lm
@@ -79,6 +99,16 @@ class Services:
         self.plugin_set = plugin_set
         #: the DSPy adapter (prompt format) to use; None = DSPy's default ChatAdapter
         self.dspy_adapter = dspy_adapter
+        #: the run's loaded sources (tools and retrieval read it)
+        self.context = context
+        #: kind -> (plugin name, settings) of the run's components: call records and cache keys
+        self.names = names or {}
+        #: the LM response cache (:class:`ponder.cache.ResponseCache`), or None when off
+        self.cache = cache
+        #: called with a record of every LM call made through :meth:`predict` (the run store)
+        self.on_call = on_call
+        #: the run store, for artifacts such as a retriever's index; None in bare services
+        self.storage = storage
         self.usage = Usage()
         self.stopped_by: str | None = None
         self.largest_prompt_tokens = 0
@@ -87,6 +117,8 @@ class Services:
         self._lock = threading.Lock()
         self._interrupted = threading.Event()
         self._modules: dict[Any, Any] = {}
+        self._tools: dict[str, Callable[..., Any]] | None = None
+        self._call_record_failed = False
 
     # --- limits --------------------------------------------------------------------------------
     def remaining_s(self) -> float | None:
@@ -131,8 +163,76 @@ class Services:
         with self._lock:
             module = self._modules.get(signature)
             if module is None:
-                module = self._modules[signature] = self.predictor.build(signature)
+                if getattr(self.predictor, "needs_tools", False):
+                    module = self.predictor.build(signature, tools=self._bound_tools())
+                else:
+                    module = self.predictor.build(signature)
+                self._modules[signature] = module
         return module
+
+    @property
+    def tools(self) -> dict[str, Callable[..., Any]]:
+        """Every registered tool bound to the run's context, by name (for agent predictors)."""
+        with self._lock:
+            return dict(self._bound_tools())
+
+    def _bound_tools(self) -> dict[str, Callable[..., Any]]:
+        if self._tools is None:
+            tools: dict[str, Callable[..., Any]] = {}
+            if self.plugin_set is not None:
+                for name in self.plugin_set.registry("tool").names():
+                    entry = self.plugin_set.get("tool", name)
+                    tool = entry.factory(entry.settings()) if entry.settings else entry.factory()
+                    tools[name] = tool.make(self.context)
+            self._tools = tools
+        return self._tools
+
+    # --- retrieval ------------------------------------------------------------------------------
+    def index(self, chunks: Sequence[Any]) -> Any:
+        """Index ``chunks`` with the run's retriever (None when none is configured).
+
+        A retriever that can ``dump``/``load`` its index has it saved in the run store, keyed by
+        the retriever, its settings and the chunks' text, so the next run over the same sources
+        loads it instead of indexing again.
+        """
+        import hashlib
+        import json
+
+        retriever = self.retriever
+        if retriever is None:
+            return None
+        name, settings = self.names.get("retriever", (None, None))
+        with self.tracker.span("index", SpanType.RETRIEVE, retriever=name,
+                               chunks=len(chunks)) as span:
+            key = None
+            if (self.storage is not None and callable(getattr(retriever, "dump", None))
+                    and callable(getattr(retriever, "load", None))):
+                from ponder.cache import _describe
+
+                digest = hashlib.sha256()
+                digest.update(json.dumps([name, _describe(settings)], default=repr).encode())
+                for chunk in chunks:
+                    text = chunk.render() if hasattr(chunk, "render") else str(chunk)
+                    digest.update(f"{len(text)}:".encode())
+                    digest.update(text.encode("utf-8", "surrogatepass"))
+                key = digest.hexdigest()
+                data = self.storage.get_artifact("retriever-index", key)
+                if data is not None:
+                    try:
+                        retriever.load(data, chunks)
+                        span.attributes["loaded_from_store"] = True
+                        return retriever
+                    except Exception as exc:  # a stale or damaged index is rebuilt
+                        log.warning("rebuilding the %s index: the stored one failed to load "
+                                    "(%s)", name, exc)
+            retriever.index(chunks)
+            span.attributes["loaded_from_store"] = False
+            if key is not None:
+                try:
+                    self.storage.put_artifact("retriever-index", key, retriever.dump())
+                except Exception as exc:  # saving is an optimisation, never a failure
+                    log.warning("could not save the %s index: %s", name, exc)
+        return retriever
 
     def predict(self, signature: Any, *, role: str, **inputs: Any) -> Any:
         """Run the predictor for ``signature`` on ``inputs`` with retry, limits and metering."""
@@ -140,9 +240,23 @@ class Services:
 
         self.check_limits()
         module = self.module_for(signature)
-        prompt_tokens = sum(estimate_tokens(str(v)) for v in inputs.values())
+        input_tokens_est = sum(estimate_tokens(str(v)) for v in inputs.values())
+        # what the model reads: the inputs plus the signature's instructions and field texts
+        prompt_tokens = input_tokens_est + _instruction_tokens(signature)
         with self._lock:
             self.largest_prompt_tokens = max(self.largest_prompt_tokens, prompt_tokens)
+
+        key = self._cache_key(signature, inputs)
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                prediction = dspy.Prediction(**hit["fields"])
+                with self._lock:
+                    self.usage.add(cached_calls=1)
+                self._record(role, inputs, prediction, started=None, retries=0, cached=True,
+                             tokens=(0, 0), cost=0.0, error=None)
+                return prediction
+
         retries = 0
 
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
@@ -162,12 +276,21 @@ class Services:
             if self.dspy_adapter is not None:
                 settings["adapter"] = self.dspy_adapter
             with dspy.context(**settings):
-                return module(**inputs)
+                prediction = module(**inputs)
+            if _is_empty(prediction):
+                raise EmptyResponseError(f"the provider returned no completion for the {role} "
+                                         "call (an empty reply)")
+            return prediction
 
+        started = time.perf_counter()
         with self.tracker.span(role, SpanType.LLM, role=role,
                                prompt_tokens=prompt_tokens) as span:
             try:
                 prediction = call_with_retry(once, policy=self.retry, on_retry=on_retry)
+            except BaseException as exc:
+                self._record(role, inputs, None, started=started, retries=retries,
+                             cached=False, tokens=(0, 0), cost=0.0, error=exc)
+                raise
             finally:
                 with self._lock:
                     self.usage.add(retries=retries)
@@ -178,7 +301,60 @@ class Services:
                                output_tokens=output_tokens, cost_usd=cost)
             span.attributes.update(input_tokens=input_tokens, output_tokens=output_tokens,
                                    retries=retries)
+        self._record(role, inputs, prediction, started=started, retries=retries, cached=False,
+                     tokens=(input_tokens, output_tokens), cost=cost, error=None)
+        if key is not None:
+            self.cache.put(key, {"fields": _fields_of(prediction),
+                                 "tokens": [input_tokens, output_tokens]})
         return prediction
+
+    def _cache_key(self, signature: Any, inputs: dict[str, Any]) -> str | None:
+        if self.cache is None or getattr(self.predictor, "needs_tools", False):
+            return None
+        from ponder.cache import cache_key
+
+        adapter, adapter_settings = self.names.get("adapter", ("", None))
+        predictor, predictor_settings = self.names.get("predictor", ("", None))
+        return cache_key(
+            adapter=adapter or "", adapter_settings=adapter_settings,
+            model=self.model_info.model, predictor=predictor or "",
+            predictor_settings=predictor_settings,
+            prompt_format=type(self.dspy_adapter).__name__ if self.dspy_adapter else "default",
+            signature=signature, inputs=inputs)
+
+    def _record(self, role: str, inputs: dict[str, Any], prediction: Any, *,
+                started: float | None, retries: int, cached: bool, tokens: tuple[int, int],
+                cost: float, error: BaseException | None) -> None:
+        """Hand one call's record to ``on_call`` (the run store); never fails the run."""
+        if self.on_call is None:
+            return
+        served_by = getattr(self.lm, "served_by", None)
+        adapter = served_by() if callable(served_by) else None
+        fields = _fields_of(prediction) if prediction is not None else {}
+        prompt = "\n\n".join(f"{k}: {v}" for k, v in inputs.items())
+        reply = "\n\n".join(f"{k}: {v}" for k, v in fields.items())
+        record = {
+            "role": role,
+            "adapter": adapter or self.names.get("adapter", ("", None))[0],
+            "model": self.model_info.model,
+            "prompt_chars": len(prompt),
+            "reply_chars": len(reply),
+            "input_tokens": tokens[0],
+            "output_tokens": tokens[1],
+            "latency_s": 0.0 if started is None else round(time.perf_counter() - started, 6),
+            "cost_usd": cost,
+            "retries": retries,
+            "cached": cached,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+            "prompt": prompt,
+            "reply": reply,
+        }
+        try:
+            self.on_call(record)
+        except Exception as exc:  # the record is secondary to the answer
+            if not self._call_record_failed:
+                self._call_record_failed = True
+                log.warning("could not record LM calls: %s", exc)
 
     # --- parallel map ---------------------------------------------------------------------------
     def map(self, fn: Callable[[int, T], ChunkResult], items: Sequence[T], *,
@@ -246,6 +422,24 @@ class Services:
             progress.update(status="done" if not failed else "failed")
         return BatchResult(results=[results[i] for i in sorted(results)],
                            failed=[failed[i] for i in sorted(failed)])
+
+
+def _instruction_tokens(signature: Any) -> int:
+    """Estimated tokens of a signature's instructions and field descriptions."""
+    from ponder.cache import signature_text
+
+    try:
+        return estimate_tokens(signature_text(signature))
+    except Exception:  # a signature-like object without DSPy's attributes
+        return 0
+
+
+def _fields_of(prediction: Any) -> dict[str, Any]:
+    """A prediction's output fields as a plain dict."""
+    try:
+        return dict(prediction.items()) if hasattr(prediction, "items") else dict(prediction)
+    except (TypeError, ValueError):
+        return {}
 
 
 def _usage_of(prediction: Any, estimate: int) -> tuple[int, int]:

@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from ponder.answer import Answer, Draft, extract_citations
 from ponder.config import Config, check_components, load_config
 from ponder.errors import ConfigError
@@ -63,6 +65,100 @@ def choose_adapter(config: Config, environ: Any = None) -> tuple[str, str]:
     raise ConfigError(NO_MODEL_MESSAGE)
 
 
+class RunRecorder:
+    """Writes one run to the store as it goes: begun, every LM call, then finished or failed.
+
+    The store is optional and secondary: a store that fails is logged once and ignored, so
+    recording never costs an answer.
+    """
+
+    def __init__(self, storage: Any, run_id: str) -> None:
+        self.storage = storage
+        self.run_id = run_id
+        self._warned = False
+
+    def _safely(self, what: str, fn: Any, *args: Any) -> None:
+        if self.storage is None:
+            return
+        try:
+            fn(*args)
+        except Exception as exc:
+            if not self._warned:
+                self._warned = True
+                log.warning("the run store failed to %s: %s", what, exc)
+
+    def begin(self, *, question: str, context: Any, config: Config, model: str, adapter: str,
+              strategy: str) -> None:
+        import datetime
+
+        if self.storage is None:
+            return
+        run = {
+            "id": self.run_id,
+            "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "question": question,
+            "source_digest": context.digest(),
+            "sources": list(context.sources),
+            "documents": len(context.documents),
+            "config": config.to_dict(masked=True),
+            "model": model,
+            "adapter": adapter,
+            "strategy": strategy,
+        }
+        self._safely("record the run", lambda: self.storage.begin_run(run))
+
+    def close(self) -> None:
+        self._safely("close", self.storage.close if self.storage else None)
+
+    def record_call(self, call: dict[str, Any]) -> None:
+        self._safely("record an LM call", self.storage.record_call if self.storage else None,
+                     self.run_id, call)
+
+    def finish(self, answer: Answer, tracker: Tracker) -> None:
+        if self.storage is None:
+            return
+        status = "ok"
+        if answer.stopped_by == "interrupted":
+            status = "interrupted"
+        elif answer.partial:
+            status = "partial" if answer.answer else "failed"
+        data = answer.to_dict()
+        result = {
+            "status": status,
+            "answer": answer.answer,
+            "usage": data["usage"],
+            "cost_usd": data["usage"]["cost_usd"],
+            "elapsed_s": data["elapsed_s"],
+            "failures": data["failures"],
+            "stopped_by": answer.stopped_by,
+            "chunks": answer.chunks,
+            "strategy": answer.strategy,
+            "note": answer.note,
+            "problems": answer.problems,
+            "spans": [span.to_dict() for span in tracker.spans],
+        }
+        self._safely("finish the run", lambda: self.storage.finish_run(self.run_id, result))
+
+    def fail(self, exc: BaseException, services: Any, tracker: Tracker, started: float) -> None:
+        from ponder.secrets import redact
+
+        if self.storage is None:
+            return
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        result = {
+            "status": "interrupted" if interrupted else "failed",
+            "answer": "",
+            "usage": attrs.asdict(services.usage),
+            "cost_usd": services.usage.cost_usd,
+            "elapsed_s": round(time.perf_counter() - started, 3),
+            "failures": [{"error": redact(f"{type(exc).__name__}: {exc}"), "kind": "run"}],
+            "stopped_by": services.stopped_by,
+            "chunks": {},
+            "spans": [span.to_dict() for span in tracker.spans],
+        }
+        self._safely("finish the run", lambda: self.storage.finish_run(self.run_id, result))
+
+
 class System:
     """A configured ponder: plugins loaded, components chosen, ready to ``ask``."""
 
@@ -99,6 +195,39 @@ class System:
             settings = self.config.component_settings(kind, entry.settings)
         return entry.factory(settings) if entry.settings is not None else entry.factory()
 
+    def _build_lm(self, adapter_name: str) -> tuple[Any, Any, Any]:
+        """The run's LM, the ModelInfo to plan with, and the primary adapter.
+
+        The LM is a :class:`ponder.fallback.FallbackLM` over ``adapter_name`` then
+        ``[adapter] fallbacks`` (each with its ``[adapters.<name>]`` settings), or over
+        ``adapter_name`` alone: a chain of one is transparent except that an auth error names
+        the key's variable. The ModelInfo is the chain's (smallest window, primary's prices).
+        """
+        from ponder.fallback import ChainLink, build_fallback_lm, key_variable
+
+        names = [adapter_name]
+        for name in self.config.adapter.fallbacks:
+            if name in names:  # chosen at run time (a provider key) and listed as a fallback too
+                log.warning("adapter %s is both the adapter chosen at run time and a fallback; "
+                            "it is tried once", name)
+                continue
+            names.append(name)
+        links: list[Any] = []
+        primary = None
+        for name in names:
+            entry = self.plugins.get("adapter", name)
+            settings = self.config.adapter_settings(name, entry.settings)
+            adapter = entry.factory(settings) if entry.settings is not None else entry.factory()
+            primary = adapter if primary is None else primary
+            links.append(ChainLink(name, adapter.build_lm(), adapter.model_info(),
+                                   key_variable(name, settings, adapter=adapter)))
+        if len(links) > 1:
+            log.info("adapter chain: %s", " -> ".join(names))
+        limits = self.config.limits
+        lm = build_fallback_lm(links, breaker_failures=limits.breaker_failures,
+                               breaker_cooldown=limits.breaker_cooldown)
+        return lm, lm.model_info, primary
+
     # --- asking ----------------------------------------------------------------------------------
     def ask(self, question: str, sources: Sequence[str] | Any, *, include: Sequence[str] = (),
             exclude: Sequence[str] = (), stdin: Any = None, chunk_tokens: int | None = None,
@@ -122,17 +251,24 @@ class System:
         started = time.perf_counter() if started is None else started
         adapter_name, adapter_reason = choose_adapter(self.config)
         log.info("adapter %s (%s)", adapter_name, adapter_reason)
-        adapter = self.build("adapter", adapter_name)
-        model_info = adapter.model_info()
+        lm, model_info, adapter = self._build_lm(adapter_name)
         strategy_name = self.config.strategy.name or "auto"
         strategy = self.build("strategy", strategy_name)
+        predictor_name = self.config.predictor.name or "predict"
+        predictor = self.build("predictor", predictor_name)
+        retriever = self.build("retriever")
         limits = self.config.limits
         tracker = tracker or Tracker()
+        run_id = uuid.uuid4().hex[:12]
+        recorder = RunRecorder(self.open_storage(), run_id)
+        recorder.begin(question=question, context=context, config=self.config,
+                       model=model_info.model, adapter=adapter_name, strategy=strategy_name)
+        cache = self.open_cache(adapter)
         services = Services(
-            lm=adapter.build_lm(),
+            lm=lm,
             model_info=model_info,
-            predictor=self.build("predictor") or self.build("predictor", "predict"),
-            retriever=self.build("retriever"),
+            predictor=predictor,
+            retriever=retriever,
             tracker=tracker,
             retry=RetryPolicy(max_retries=limits.max_retries),
             concurrency=limits.concurrency,
@@ -144,22 +280,69 @@ class System:
             plugin_set=self.plugins,
             # an adapter may ask for a prompt format its model copes with (small local models)
             dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)(),
+            context=context,
+            names={
+                "adapter": (adapter_name, getattr(adapter, "settings", None)),
+                "predictor": (predictor_name, getattr(predictor, "settings", None)),
+                "retriever": (self.config.retriever.name, getattr(retriever, "settings", None)),
+            },
+            cache=cache,
+            on_call=recorder.record_call,
+            storage=recorder.storage,
         )
-        run_id = uuid.uuid4().hex[:12]
-        with tracker.span("run", SpanType.RUN, run_id=run_id, strategy=strategy_name):
-            try:
-                draft = strategy.run(question, context, services)
-            except LimitReached as exc:
-                draft = Draft(text="", reason=str(exc))
-            except KeyboardInterrupt:
-                services.interrupt()
-                draft = Draft(text="")
-        return self._answer(draft, context, services, strategy_name, model_info.model,
-                            started, run_id)
+        try:
+            with tracker.span("run", SpanType.RUN, run_id=run_id, strategy=strategy_name):
+                try:
+                    draft = strategy.run(question, context, services)
+                except LimitReached as exc:
+                    draft = Draft(text="", reason=str(exc))
+                except KeyboardInterrupt:
+                    services.interrupt()
+                    draft = Draft(text="")
+            answer = self._answer(draft, context, services, strategy_name, model_info.model,
+                                  started, run_id)
+        except BaseException as exc:
+            recorder.fail(exc, services, tracker, started)
+            recorder.close()
+            raise
+        finally:
+            if cache is not None:
+                cache.close()
+        try:
+            recorder.finish(answer, tracker)
+        finally:
+            recorder.close()
+        return answer
+
+    # --- run store and cache ---------------------------------------------------------------------
+    def open_storage(self) -> Any:
+        """The configured run store (``[storage]``, default ``sqlite``), or None without one."""
+        name = self.config.storage.name
+        if name is None or name not in self.plugins.registry("storage"):
+            if name is not None and self.config.origin("storage.name") != "default":
+                self.plugins.get("storage", name)  # raises a did-you-mean error
+            return None
+        return self.build("storage")
+
+    def open_cache(self, adapter: Any) -> Any:
+        """The LM response cache for this run, or None (off, ``--no-cache``, or an adapter whose
+        replies do not depend on the prompt alone)."""
+        settings = self.config.cache
+        if not settings.enabled or not getattr(adapter, "cache_responses", True):
+            return None
+        from ponder.cache import ResponseCache
+
+        try:
+            return ResponseCache(settings.path)
+        except Exception as exc:  # a read-only cache dir must not stop the run
+            log.warning("the response cache is off for this run: %s", exc)
+            return None
 
     @staticmethod
     def _answer(draft: Draft, context: Any, services: Any, strategy_name: str, model: str,
                 started: float, run_id: str) -> Answer:
+        from ponder.secrets import redact
+
         strategy_label = strategy_name
         if draft.strategy and draft.strategy != strategy_name:
             strategy_label = f"{strategy_name} → {draft.strategy}"
@@ -190,4 +373,5 @@ class System:
                     "largest_prompt_tokens": max(draft.largest_prompt_tokens,
                                                  services.largest_prompt_tokens)},
             note=note,
+            problems=[redact(problem) for problem in draft.problems],
         )

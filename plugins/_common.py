@@ -251,6 +251,8 @@ class Reduced:
     failed_calls: int = 0
     #: the run stopped (limit) before everything was combined: ``text`` is the findings joined
     stopped: bool = False
+    #: one line per failed combine call, for the draft's ``problems``
+    problems: list[str] = attrs.Factory(list)
 
 
 def reduce_answers(services: Any, question: str, partials: Sequence[str], *, fan_in: int,
@@ -293,6 +295,9 @@ def reduce_answers(services: Any, question: str, partials: Sequence[str], *, fan
             for failure in batch.failed:
                 if failure.kind not in LIMIT_KINDS:
                     outcome.failed_calls += 1
+                    outcome.problems.append(
+                        f"a combine call failed ({failure.error}); its "
+                        f"{len(groups[failure.index])} inputs went up a level uncombined")
                     log.warning("a combine call failed (%s); its %d inputs go up unchanged",
                                 failure.error, len(groups[failure.index]))
                 outputs[failure.index] = _SEPARATOR.join(groups[failure.index])

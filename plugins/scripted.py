@@ -400,6 +400,9 @@ class ScriptedSettings:
 class ScriptedAdapter:
     """Builds a :class:`ScriptedLM` from :class:`ScriptedSettings`."""
 
+    #: replies may depend on the call index, not only the prompt: never serve them from a cache
+    cache_responses = False
+
     def __init__(self, settings: ScriptedSettings | None = None):
         self.settings = settings or ScriptedSettings()
 
