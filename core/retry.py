@@ -167,8 +167,26 @@ def retry_after(exc: BaseException) -> float | None:
 
     Headers are looked up case-insensitively on ``exc.response.headers``, ``exc.headers`` and
     ``exc.litellm_response_headers``; ``retry-after-ms`` (OpenAI) is honoured too. The value may
-    be seconds or an HTTP date. Never negative; None when absent or unparsable.
+    be seconds or an HTTP date. Never negative; None when absent or unparsable. When ``exc``
+    carries none, its causes (``__cause__``, else ``__context__``) are asked in turn.
     """
+    # dspy >= 3.4 wraps the provider's error (LMRateLimitError <- litellm <- openai <- httpx)
+    # and drops its headers: look down the cause chain, nearest first (bounded, cycle-safe)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < _MAX_CAUSE_DEPTH:
+        seen.add(id(current))
+        found = _own_retry_after(current)
+        if found is not None:
+            return found
+        current = current.__cause__ or current.__context__
+    return None
+
+
+_MAX_CAUSE_DEPTH = 16
+
+
+def _own_retry_after(exc: BaseException) -> float | None:
     direct = _parse_retry_after(getattr(exc, "retry_after", None))
     if direct is not None:
         return direct
@@ -180,6 +198,7 @@ def retry_after(exc: BaseException) -> float | None:
         response_headers,
         getattr(exc, "headers", None),
         getattr(exc, "litellm_response_headers", None),
+        getattr(exc, "rate_limit_headers", None),
     ):
         ms = _parse_retry_after(_header(headers, "retry-after-ms"), millis=True)
         if ms is not None:

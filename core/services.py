@@ -45,17 +45,9 @@ class LimitReached(PonderError):
         self.limit = limit
 
 
-class EmptyResponseError(PonderError):
-    """The provider answered 200 with no completion (``"choices": []``): transient, so retried.
-
-    DSPy turns such a reply into a Prediction without fields, which would otherwise count as a
-    successful call and fail later, unretried, when a strategy reads a field.
-    """
-
-    retryable = True
-
-
 def _is_empty(prediction: Any) -> bool:
+    """A prediction without fields: what DSPy makes of a reply with no choices. Counted as a
+    success it would be cached, and fail later, unretried, when a strategy reads a field."""
     keys = getattr(prediction, "keys", None)
     return callable(keys) and not list(keys())
 
@@ -277,9 +269,10 @@ class Services:
                 settings["adapter"] = self.dspy_adapter
             with dspy.context(**settings):
                 prediction = module(**inputs)
-            if _is_empty(prediction):
-                raise EmptyResponseError(f"the provider returned no completion for the {role} "
-                                         "call (an empty reply)")
+            if _is_empty(prediction):  # a bare LM (no FallbackLM around it) let one through
+                from ponder.fallback import EmptyReply
+
+                raise EmptyReply(f"the provider sent an empty reply to the {role} call")
             return prediction
 
         started = time.perf_counter()
@@ -295,7 +288,8 @@ class Services:
                 with self._lock:
                     self.usage.add(retries=retries)
             input_tokens, output_tokens = _usage_of(prediction, prompt_tokens)
-            cost = self.model_info.cost(input_tokens, output_tokens)
+            served_by = self._served_by()
+            cost = self._model_info_of(served_by).cost(input_tokens, output_tokens)
             with self._lock:
                 self.usage.add(calls=1, input_tokens=input_tokens,
                                output_tokens=output_tokens, cost_usd=cost)
@@ -303,10 +297,27 @@ class Services:
                                    retries=retries)
         self._record(role, inputs, prediction, started=started, retries=retries, cached=False,
                      tokens=(input_tokens, output_tokens), cost=cost, error=None)
-        if key is not None:
+        primary = self.names.get("adapter", (None, None))[0]
+        # a reply a fallback adapter served is not the primary's: never cache it under its key
+        if key is not None and (served_by is None or served_by == primary):
             self.cache.put(key, {"fields": _fields_of(prediction),
                                  "tokens": [input_tokens, output_tokens]})
         return prediction
+
+    def _served_by(self) -> str | None:
+        """The adapter that served this thread's latest call (a fallback chain says which)."""
+        served_by = getattr(self.lm, "served_by", None)
+        return served_by() if callable(served_by) else None
+
+    def _model_info_of(self, adapter: str | None) -> ModelInfo:
+        """The serving adapter's own model and prices (the chain's plan uses the primary's)."""
+        model_info_of = getattr(self.lm, "model_info_of", None)
+        if adapter is None or not callable(model_info_of):
+            return self.model_info
+        try:
+            return model_info_of(adapter)
+        except Exception:  # an LM without per-adapter info
+            return self.model_info
 
     def _cache_key(self, signature: Any, inputs: dict[str, Any]) -> str | None:
         if self.cache is None or getattr(self.predictor, "needs_tools", False):
@@ -328,15 +339,14 @@ class Services:
         """Hand one call's record to ``on_call`` (the run store); never fails the run."""
         if self.on_call is None:
             return
-        served_by = getattr(self.lm, "served_by", None)
-        adapter = served_by() if callable(served_by) else None
+        adapter = None if cached else self._served_by()
         fields = _fields_of(prediction) if prediction is not None else {}
         prompt = "\n\n".join(f"{k}: {v}" for k, v in inputs.items())
         reply = "\n\n".join(f"{k}: {v}" for k, v in fields.items())
         record = {
             "role": role,
             "adapter": adapter or self.names.get("adapter", ("", None))[0],
-            "model": self.model_info.model,
+            "model": self._model_info_of(adapter).model,
             "prompt_chars": len(prompt),
             "reply_chars": len(reply),
             "input_tokens": tokens[0],
