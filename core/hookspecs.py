@@ -110,9 +110,11 @@ def ponder_register_tools(register: Register) -> None:
 
         class WordCount:
             def make(self, context):
+                texts = {doc.path: doc.text for doc in context.documents}
+
                 def word_count(path: str) -> str:
                     \"\"\"How many words the file at ``path`` has.\"\"\"
-                    return str(len(context.document(path).text.split()))
+                    return str(len(texts.get(path, "").split()))
                 return word_count
 
         @hookimpl

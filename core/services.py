@@ -281,8 +281,17 @@ class Services:
             try:
                 prediction = call_with_retry(once, policy=self.retry, on_retry=on_retry)
             except BaseException as exc:
+                # a call that failed after the model answered (a reply that did not validate)
+                # still cost tokens: charge what the error carries
+                tokens, cost = (0, 0), 0.0
+                if callable(getattr(exc, "get_lm_usage", None)):
+                    tokens = _usage_of(exc, 0)
+                    cost = self._model_info_of(self._served_by()).cost(*tokens)
+                    with self._lock:
+                        self.usage.add(input_tokens=tokens[0], output_tokens=tokens[1],
+                                       cost_usd=cost)
                 self._record(role, inputs, None, started=started, retries=retries,
-                             cached=False, tokens=(0, 0), cost=0.0, error=exc)
+                             cached=False, tokens=tokens, cost=cost, error=exc)
                 raise
             finally:
                 with self._lock:

@@ -357,3 +357,29 @@ class StorageConformance(ComponentConformance):
             # each thread's calls are all there, in the order that thread recorded them
             mine = [c["input_tokens"] for c in calls if c["role"] == f"thread-{thread}"]
             assert mine == list(range(per_thread))
+
+
+class ToolConformance(ComponentConformance):
+    """A tool binds to a run's context and gives a documented, typed function returning text."""
+
+    kind: ClassVar[str] = "tool"
+
+    def sample_context(self) -> Any:
+        from ponder.sources import Context, Document
+
+        return Context([Document("src/app.py", "PORT = 8080\ndef main():\n    return PORT\n")])
+
+    def test_make_returns_a_documented_callable(self) -> None:
+        import inspect
+
+        fn = self.make().make(self.sample_context())
+        assert callable(fn)
+        assert (fn.__doc__ or "").strip(), "a tool's docstring is what the model reads"
+        hints = inspect.signature(fn).parameters
+        assert all(p.annotation is not inspect.Parameter.empty for p in hints.values()), (
+            "every tool parameter needs a type hint (it becomes the tool's schema)")
+
+    def test_binds_to_an_empty_context(self) -> None:
+        from ponder.sources import Context
+
+        assert callable(self.make().make(Context([])))
