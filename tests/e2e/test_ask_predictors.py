@@ -30,13 +30,18 @@ def test_react_calls_a_tool_and_answers_from_its_result(tmp_path):
     rules = f'''
 [[adapter.rules]]
 pattern = 'Your output fields are:\\s*1\\. `reasoning`.*{found}'
-reply = {{ reasoning = "the search found it", answer = "MAGIC_PORT is 48213 (config/settings.py:3)" }}
+[adapter.rules.reply]
+reasoning = "the search found it"
+answer = "MAGIC_PORT is 48213 (config/settings.py:3)"
 [[adapter.rules]]
 pattern = '`next_tool_name`.*{found}'
 reply = {{ next_thought = "done", next_tool_name = "finish", next_tool_args = {{}} }}
 [[adapter.rules]]
 pattern = '`next_tool_name`'
-reply = {{ next_thought = "search", next_tool_name = "search_context", next_tool_args = {{ query = "MAGIC_PORT" }} }}
+[adapter.rules.reply]
+next_thought = "search"
+next_tool_name = "search_context"
+next_tool_args = {{ query = "MAGIC_PORT" }}
 '''
     cfg, src = project(tmp_path, rules, '[predictor]\nname = "react"\ntools = ["search_context"]')
     result = run_cli(["--config", cfg, "ask", "Which port?", src, "--json"])
