@@ -195,6 +195,11 @@ def _ask_options(fn: Any) -> Any:
                      help="Ask the model again instead of using cached replies."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
         click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr."),
+        click.option("--progress", "progress",
+                     type=click.Choice(["auto", "rich", "plain", "silent"]),
+                     envvar="PONDER_PROGRESS", show_envvar=True,
+                     help="Progress on stderr: a live bar on a terminal (auto), always a bar "
+                          "(rich), a line every 10% for logs (plain), or none (silent)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -232,7 +237,8 @@ def _run_ask(state: AppState, question: str, params: dict[str, Any], *,
     if params.get("model") and not config.adapter.name:
         config.adapter.name = "litellm"  # a bare --model means "any litellm model string"
     quiet = params.get("quiet") or params.get("as_json")
-    system = System(config, plugins=state.plugins, progress="silent" if quiet else "auto")
+    progress = "silent" if quiet else (params.get("progress") or "auto")
+    system = System(config, plugins=state.plugins, progress=progress)
     if sources is not None:
         answer = system.ask(question, sources, include=params.get("include") or (),
                             exclude=params.get("exclude") or (),
@@ -244,7 +250,10 @@ def _run_ask(state: AppState, question: str, params: dict[str, Any], *,
         answer = system.run(question, context, chunk_tokens=params.get("chunk_tokens"))
     _print_answer(answer, as_json=bool(params.get("as_json")), quiet=bool(quiet))
     if answer.partial:
-        raise click.exceptions.Exit(EXIT_PARTIAL if answer.answer else 1)
+        # every chunk failed and no limit stopped the run: that is a failure, not a partial
+        nothing_read = (answer.chunks.get("total") and not answer.chunks.get("read")
+                        and answer.stopped_by is None)
+        raise click.exceptions.Exit(EXIT_PARTIAL if answer.answer and not nothing_read else 1)
 
 
 def _print_answer(answer: Any, *, as_json: bool, quiet: bool) -> None:
@@ -403,12 +412,17 @@ def main(argv: list[str] | None = None) -> int:
         # since its message or a chained cause may hold a key (a provider echoing it, a plugin)
         import traceback
 
+        from ponder.retry import is_retryable
         from ponder.secrets import redact
 
-        if log.isEnabledFor(logging.DEBUG):  # -vv: the traceback too, redacted
+        debug = log.isEnabledFor(logging.DEBUG)
+        if debug:  # -vv: the traceback too, redacted
             click.echo(redact("".join(traceback.format_exception(exc))).rstrip(), err=True)
-        click.echo(f"ponder: internal error: {redact(f'{type(exc).__name__}: {exc}')}"
-                   " (run with -vv for the traceback)", err=True)
+        # a provider's error (dspy's LMError family, a 5xx after the retries) is not ponder's bug
+        provider = is_retryable(exc) or "LMError" in {c.__name__ for c in type(exc).__mro__}
+        what = "error: the model call failed" if provider else "internal error"
+        hint = "" if debug else " (run with -vv for the traceback)"
+        click.echo(f"ponder: {what}: {redact(f'{type(exc).__name__}: {exc}')}{hint}", err=True)
         return 1
     return result if isinstance(result, int) else 0
 

@@ -390,8 +390,7 @@ class Services:
                 with self.tracker.span(f"{label}[{index}]", SpanType.CHUNK, index=index):
                     return fn(index, item)
 
-            pool = futures.ThreadPoolExecutor(max_workers=self.concurrency,
-                                              thread_name_prefix="ponder")
+            pool = _DaemonPool(self.concurrency, thread_name_prefix="ponder")
             pending: dict[futures.Future[ChunkResult], int] = {}
             next_index = 0
             try:
@@ -428,12 +427,18 @@ class Services:
                 self.interrupt()
             finally:
                 for future, index in pending.items():
+                    # a call that finished as the run stopped was paid for: keep its result
+                    if future.done() and not future.cancelled() and future.exception() is None:
+                        results[index] = future.result()
+                        progress.update(advance=1, status="processing")
+                        continue
                     future.cancel()
                     failed.setdefault(index, FailedChunk(
                         error=f"cancelled: {self.stopped_by or 'stopped'}", index=index,
                         kind=self.stopped_by or "cancelled"))
-                # never wait for abandoned in-flight calls: the deadline is hard
-                pool.shutdown(wait=False, cancel_futures=True)
+                # never wait for abandoned in-flight calls: the deadline is hard (and the
+                # workers are daemon threads, so they do not hold up the process's exit either)
+                pool.shutdown()
             for index in range(next_index, len(items)):
                 failed.setdefault(index, FailedChunk(
                     error=f"not processed: {self.stopped_by or 'stopped'}", index=index,
@@ -441,6 +446,54 @@ class Services:
             progress.update(status="done" if not failed else "failed")
         return BatchResult(results=[results[i] for i in sorted(results)],
                            failed=[failed[i] for i in sorted(failed)])
+
+
+class _DaemonPool:
+    """A minimal thread pool whose workers are daemon threads.
+
+    ``concurrent.futures.ThreadPoolExecutor`` joins its workers at interpreter exit, so a call
+    abandoned at the deadline (or on Ctrl-C) would keep ``ponder ask`` alive until the provider
+    answered, up to the HTTP timeout. Here an abandoned call is left to die with the process.
+    """
+
+    def __init__(self, workers: int, *, thread_name_prefix: str) -> None:
+        import queue
+
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._workers = workers
+        self._prefix = thread_name_prefix
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> futures.Future[T]:
+        future: futures.Future[T] = futures.Future()
+        with self._lock:
+            self._queue.put((future, fn, args))
+            # callers keep at most `workers` items in flight, so one thread per slot suffices
+            if len(self._threads) < self._workers:
+                thread = threading.Thread(target=self._work, daemon=True,
+                                          name=f"{self._prefix}_{len(self._threads)}")
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # handed to the waiting side, as the stdlib does
+                    future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Stop the workers once the queued work is done or cancelled; never waits."""
+        with self._lock:
+            for _ in self._threads:
+                self._queue.put(None)
 
 
 def _instruction_tokens(signature: Any) -> int:

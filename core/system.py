@@ -361,7 +361,8 @@ class System:
             citations=extract_citations(text, context.documents),
             strategy=strategy_label,
             model=model,
-            usage=services.usage,
+            # a copy: calls abandoned at a stop may still finish and add to the live one
+            usage=attrs.evolve(services.usage),
             elapsed_s=time.perf_counter() - started,
             failures=list(draft.failures),
             skipped_sources=[{"path": s.path, "reason": s.reason, "kind": s.kind}

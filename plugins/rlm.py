@@ -11,11 +11,16 @@ far larger than the window.
 (``pip install pydantic-monty``): a Python interpreter written in Rust, run in worker
 subprocesses, with no filesystem, network, environment or subprocess access; a snippet that
 tries (``open('/etc/passwd')``, ``os.environ``, ``import socket``) gets an error, which the model
-sees, and each refusal is logged as a warning and recorded on the run's span (``refused``).
-Each snippet runs under a time and a memory limit. dspy's default sandbox (Deno + Pyodide)
-downloads its runtime from the web and is never used. Running generated code unsandboxed, in a
-local CPython subprocess (``dspy.LocalInterpreter``) with your user's files, environment and
-network, needs ``unsafe_local_exec = true`` and logs a warning on every run.
+sees, and each refusal is logged as a warning, recorded on the run's span (``refused``) and
+listed in the answer's ``problems``. Each snippet runs under a time limit, a memory limit and a
+cap on what it prints (collected output past ``max_print_bytes`` fails the snippet, so a model
+printing 100 MB costs neither the sandbox nor ponder that memory); a snippet that hits one gets
+the error, the hit is logged and listed in ``problems`` too, and after a time or memory limit the
+sandbox is restarted (Monty gives no guarantee about a heap stopped mid-operation), which the
+model is told: its variables are gone, ``context`` is bound again. dspy's default sandbox
+(Deno + Pyodide) downloads its runtime from the web and is never used. Running generated code
+unsandboxed, in a local CPython subprocess (``dspy.LocalInterpreter``) with your user's files,
+environment and network, needs ``unsafe_local_exec = true`` and logs a warning on every run.
 
 **Metering.** ``llm_query`` sub-calls go through ``services.predict`` (``role="sub"``): retried,
 limit-checked, metered and traced like every other call, and cut to fit the window. The root
@@ -36,6 +41,7 @@ Config example::
     # max_output_chars = 4000      # printed output shown back per turn (default: fits the window)
     # exec_timeout_s = 30          # per snippet
     # memory_mb = 512              # per snippet's heap
+    # max_print_bytes = 1048576    # printed output collected per snippet; more fails it
     # unsafe_local_exec = false    # true: run generated code in a local CPython, NOT sandboxed
 """
 
@@ -60,6 +66,9 @@ _optional_positive = attrs.validators.optional(attrs.validators.ge(1))
 _REFUSAL_TYPES = ("PermissionError", "ModuleNotFoundError", "ImportError", "OSError",
                   "FileNotFoundError", "IsADirectoryError", "NotADirectoryError")
 _REFUSAL_TEXT = "not supported in this environment"
+#: ...and by leaving out what it never provides (``os.system``, ``os.popen``, ``sys.modules``)
+_MISSING_OS = ("AttributeError: module 'os' has no attribute",
+               "AttributeError: module 'sys' has no attribute")
 
 
 @attrs.define
@@ -74,6 +83,8 @@ class RLMSettings:
     exec_timeout_s: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     #: heap limit for the sandbox, in MiB
     memory_mb: int = attrs.field(default=512, validator=attrs.validators.ge(16))
+    #: printed output collected per snippet, in bytes; printing more fails the snippet
+    max_print_bytes: int = attrs.field(default=1_048_576, validator=attrs.validators.ge(1024))
     #: run generated code in a local CPython process instead of the sandbox (NOT isolated)
     unsafe_local_exec: bool = False
     #: log each turn's reasoning and code (dspy.RLM's verbose mode)
@@ -109,7 +120,8 @@ class MontyInterpreter:
     State persists across :meth:`execute` calls (one Monty session per interpreter). Host tools
     are called from this thread; ``SUBMIT(...)`` ends the snippet and returns a ``FinalOutput``.
     ``before_execute`` runs before each snippet (ponder meters usage and checks limits there),
-    and ``on_refused`` hears about every operation the sandbox refused.
+    ``on_refused`` hears about every operation the sandbox refused, and ``on_limit`` about every
+    snippet stopped by the time, memory or output limit.
     """
 
     execution_instructions = (
@@ -122,14 +134,18 @@ class MontyInterpreter:
 
     def __init__(self, *, tools: dict[str, Callable[..., Any]] | None = None,
                  exec_timeout_s: float = 30.0, memory_mb: int = 512,
+                 max_print_bytes: int = 1_048_576,
                  before_execute: Callable[[], None] | None = None,
-                 on_refused: Callable[[str], None] | None = None) -> None:
+                 on_refused: Callable[[str], None] | None = None,
+                 on_limit: Callable[[str], None] | None = None) -> None:
         self.tools: dict[str, Callable[..., Any]] = tools if tools is not None else {}
         self.output_fields: list[dict[str, Any]] | None = None
         self.exec_timeout_s = exec_timeout_s
         self.memory_mb = memory_mb
+        self.max_print_bytes = max_print_bytes
         self.before_execute = before_execute
         self.on_refused = on_refused
+        self.on_limit = on_limit
         self._pool: Any = None
         self._session: Any = None
         self._bound: dict[str, Any] = {}
@@ -187,7 +203,8 @@ class MontyInterpreter:
         self.start()
         # bind each value once: the context can be large and the session keeps it
         inputs = {k: v for k, v in variables.items() if self._bound.get(k) is not v}
-        output: list[str] = []
+        # collected in the host under a cap: past it, the snippet fails (not the host's memory)
+        output = pm.CollectString(max_bytes=self.max_print_bytes)
         final: dict[str, Any] | None = None
         stop: BaseException | None = None
         refused_here = False  # an OS call was refused: its error needs no second report
@@ -196,7 +213,7 @@ class MontyInterpreter:
         try:
             snapshot = self._session.feed_start(
                 code, inputs=inputs or None, external_lookup=lookup,
-                print_callback=lambda _stream, text: output.append(text))
+                print_callback=output)
             self._bound.update(inputs)
             while not isinstance(snapshot, pm.MontyComplete):
                 if isinstance(snapshot, pm.FunctionSnapshot) and snapshot.is_os_function:
@@ -231,7 +248,17 @@ class MontyInterpreter:
                 return FinalOutput(final)
             message = exc.display("traceback")
             inner = exc.display("type-msg")
-            if not refused_here and (inner.startswith(_REFUSAL_TYPES) or _REFUSAL_TEXT in inner):
+            limit = self._limit_hit(inner)
+            if limit is not None:
+                if self.on_limit is not None:
+                    self.on_limit(limit)
+                if not limit.startswith("output"):  # a heap stopped mid-operation: start over
+                    self.shutdown()
+                    limit += ("; the sandbox was restarted, so variables from earlier snippets "
+                              "are gone (`context` is bound again)")
+                raise CodeExecutionError(f"{inner}\n[ponder] {limit}") from None
+            if not refused_here and (inner.startswith(_REFUSAL_TYPES) or _REFUSAL_TEXT in inner
+                                     or inner.startswith(_MISSING_OS)):
                 self._refused(inner)
             raise CodeExecutionError(message) from None
         except pm.MontyError as exc:  # a crashed worker or a broken session: terminal
@@ -240,10 +267,21 @@ class MontyInterpreter:
             raise stop
         if final is not None:
             return FinalOutput(final)
-        text = "".join(output)
+        text = output.output
         if not text and result is not None:
             text = repr(result)
         return text
+
+    def _limit_hit(self, inner: str) -> str | None:
+        """Which sandbox limit stopped a snippet, from Monty's error text; None: no limit."""
+        if inner.startswith("TimeoutError") and "time limit exceeded" in inner:
+            return f"time limit: the snippet ran longer than {self.exec_timeout_s:g}s"
+        if inner.startswith("MemoryError") and "limit exceeded" in inner:
+            if inner.rstrip().endswith(f"> {self.max_print_bytes} bytes"):
+                return (f"output limit: the snippet printed more than {self.max_print_bytes} "
+                        "bytes; print slices, counts or summaries instead")
+            return f"memory limit: the snippet used more than {self.memory_mb} MiB"
+        return None
 
     def _submitted(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         names = [field["name"] for field in self.output_fields or []]
@@ -306,6 +344,8 @@ class RLMStrategy:
         self.settings = settings or RLMSettings()
         #: what the sandbox refused during the last run (also logged and on the span)
         self.refused: list[str] = []
+        #: the sandbox limits (time, memory, output) snippets hit during the last run
+        self.limits_hit: list[str] = []
 
     def run(self, question: str, context: Any, services: Any) -> Any:
         import dspy
@@ -320,6 +360,7 @@ class RLMStrategy:
 
         settings = self.settings
         self.refused = []
+        self.limits_hit = []
         factory = self._interpreter_factory(services)
         meter = _RootMeter(services)
         rendered = render_documents(context.documents)
@@ -345,9 +386,13 @@ class RLMStrategy:
             except CodeInterpreterError as exc:
                 raise PonderError(f"rlm: the code sandbox failed: {exc}") from None
             finally:
-                span.attributes.update(refused=list(self.refused))
+                span.attributes.update(refused=list(self.refused),
+                                       limits_hit=list(self.limits_hit))
+        problems = [f"the code sandbox refused {what}" for what in dict.fromkeys(self.refused)]
+        problems += [f"a code snippet hit the sandbox's {what}"
+                     for what in dict.fromkeys(self.limits_hit)]
         return Draft(text=text, chunks_total=1, chunks_read=1 if services.stopped_by is None
-                     else 0, strategy=self.name,
+                     else 0, strategy=self.name, problems=problems,
                      largest_prompt_tokens=max(services.largest_prompt_tokens,
                                                meter.largest_prompt))
 
@@ -421,6 +466,10 @@ class RLMStrategy:
             self.refused.append(what)
             log.warning("rlm: the sandbox refused %s", what)
 
+        def limited(what: str) -> None:
+            self.limits_hit.append(what)
+            log.warning("rlm: a snippet hit the sandbox's %s", what)
+
         if settings.unsafe_local_exec:
             from dspy.primitives.local_interpreter import LocalInterpreter
 
@@ -459,7 +508,9 @@ class RLMStrategy:
             return MontyInterpreter(tools=_PinnedTools(tools),
                                     exec_timeout_s=settings.exec_timeout_s,
                                     memory_mb=settings.memory_mb,
-                                    before_execute=sandboxed.meter, on_refused=refused)
+                                    max_print_bytes=settings.max_print_bytes,
+                                    before_execute=sandboxed.meter, on_refused=refused,
+                                    on_limit=limited)
 
         sandboxed.execution_instructions = MontyInterpreter.execution_instructions
         sandboxed.meter = None
