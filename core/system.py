@@ -348,7 +348,8 @@ class System:
             strategy_label = f"{strategy_name} → {draft.strategy}"
         note = None
         if draft.failures or services.stopped_by:
-            succeeded = max((draft.chunks_total or 0) - len(draft.failures), 0)
+            # chunks a retriever left out (top_k) were not attempted: count the ones read
+            succeeded = draft.chunks_read
             note = describe_outcome(succeeded, list(draft.failures))
             if services.stopped_by:
                 note = f"stopped by {services.stopped_by}; {note}"

@@ -168,6 +168,7 @@ class HierarchicalStrategy:
                             section="strategy.sub_settings")
         sections = plan_sections(context.documents, self.section_budget(question, services))
         failures: list[FailedChunk] = []
+        problems: list[str] = []
         findings: list[tuple[Section, str]] = []
         total = read = 0
         with services.tracker.span("hierarchical", SpanType.STRATEGY, sections=len(sections)):
@@ -188,6 +189,7 @@ class HierarchicalStrategy:
                 failures += offset_failures(draft.failures, total, f"{section.name}: ")
                 total += draft.chunks_total
                 read += draft.chunks_read
+                problems += [f"section {section.name}: {p}" for p in draft.problems]
                 if not says_nothing(draft.text):
                     findings.append((section, draft.text))
 
@@ -201,12 +203,14 @@ class HierarchicalStrategy:
                             for number, (section, answer) in enumerate(findings, 1)]
                 reduced = reduce_answers(services, question, partials, fan_in=settings.fan_in,
                                          label="combine sections")
+                problems += reduced.problems
                 text = reduced.text
                 if reduced.stopped:
                     text = f"{stopped_note(services, failures)}\n\n{text}"
         return Draft(
             text=text,
             failures=failures,
+            problems=problems,
             chunks_total=total,
             chunks_read=read,
             strategy=self.name,

@@ -25,9 +25,13 @@ For example n = 27, m = 1: 27 + 1 = 28 calls; n = 27, m = 27, k = 3: 27 + 9 + 3 
 failures, no combine call is made, and the draft holds the findings so far under a note saying
 the run stopped.
 
-**Retrieval.** With ``top_k`` set and a retriever configured, only the ``top_k`` chunks the
-retriever ranks best are read (``chunks_total`` still counts them all); without a retriever
-``top_k`` is ignored.
+**Retrieval.** With ``top_k`` set and a retriever configured (``[retriever] name = "bm25"`` or
+``"embeddings"``), the chunks are indexed with :meth:`ponder.services.Services.index` (which loads
+the index from the run store when the same chunks were indexed before with the same retriever
+settings) and only the ``top_k`` chunks the retriever ranks best are read, in document order:
+then ``n = top_k`` in the formula above, ``chunks_total`` still counts every chunk and
+``chunks_read`` the chunks read. Without a retriever ``top_k`` is ignored. To read the best
+chunks in as few calls as fit the window instead of one call each, use ``retrieve_then_read``.
 
 Config example::
 
@@ -118,6 +122,7 @@ class MapReduceStrategy:
                     metadata={"citation": chunk.first_citation, "paths": chunk.paths},
                 )
 
+            problems: list[str] = []
             batch = services.map(extract_one, selected, label="map")
             # services.map numbers items by position; report the chunks' own indices
             failures = [attrs.evolve(f, index=selected[f.index].index) for f in batch.failed]
@@ -142,12 +147,14 @@ class MapReduceStrategy:
                     for number, r in enumerate(kept, 1)
                 ]
                 reduced = reduce_answers(services, question, partials, fan_in=settings.fan_in)
+                problems = reduced.problems
                 text = reduced.text
                 if reduced.stopped:
                     text = f"{stopped_note(services, failures)}\n\n{text}"
         return Draft(
             text=text,
             failures=failures,
+            problems=problems,
             chunks_total=total,
             chunks_read=batch.succeeded,
             strategy=self.name,
@@ -155,14 +162,19 @@ class MapReduceStrategy:
         )
 
     def _retrieve(self, question: str, chunks: list[Any], services: Any) -> list[Any]:
-        top_k, retriever = self.settings.top_k, getattr(services, "retriever", None)
-        if not top_k or retriever is None or top_k >= len(chunks):
+        """The chunks to read: all, or with ``top_k`` and a retriever the ``top_k`` it ranks
+        best (in document order)."""
+        top_k = self.settings.top_k
+        if not top_k or getattr(services, "retriever", None) is None or top_k >= len(chunks):
             return chunks
         from ponder.observability import SpanType
 
-        with services.tracker.span("retrieve", SpanType.RETRIEVE, top_k=top_k):
-            retriever.index(chunks)
+        retriever = services.index(chunks)  # built, or loaded from the run store
+        if retriever is None:
+            return chunks
+        with services.tracker.span("search", SpanType.RETRIEVE, top_k=top_k) as span:
             hits = retriever.search(question, top_k)
+            span.attributes["hits"] = len(hits)
         best = {chunk.index: chunk for chunk, _score in hits}
         return [best[index] for index in sorted(best)]
 

@@ -28,6 +28,18 @@ Reply modes (``mode``, or header ``X-Fake-Mode``):
   replies with it, and the reduce call that sees that reply finds it again. The key is a label only.
 * ``echo``: the text of the last user message.
 
+Scripted RLM root (``rlm_root=True``, any mode): a prompt written by ``dspy.RLM`` for its root
+model (output fields ``reasoning`` and ``code``, an input ``repl_history``; the ``rlm`` strategy)
+is answered with code instead, :func:`rlm_root_code`: it searches the REPL variable ``context``
+line by line for ``rlm_pattern`` (a regex), or, without one, for the identifiers in ``question``
+(words holding ``_``) or else for its words of 4+ letters (a line needs 2 of them); keeps the
+best-scoring lines (at most ``rlm_max_hits``) and the ``def`` lines of the functions they call
+(one hop); and cuts a snippet around each (its file's ``=== path`` header and 3 lines either
+side). Iteration 1 prints what it found; iteration 2 and later read the snippets with one
+``llm_query`` and ``SUBMIT(answer=...)`` its reply (no snippets: submit that nothing matched).
+Every other prompt (the sub-calls included) gets the mode's reply, so with ``mode="oracle"`` the
+sub-call is answered by the oracle.
+
 Header ``X-Fake-Reply: <text>`` forces the reply text. Replies go through
 :func:`ponder.testing.dspy_format.format_for_dspy` (unless ``dspy_format=False``), so a DSPy
 program parses them: ChatAdapter sections, or a JSON object when the request has a JSON
@@ -98,6 +110,8 @@ __all__ = [
     "count_tokens",
     "embed_text",
     "main",
+    "rlm_root_code",
+    "rlm_root_turn",
 ]
 
 FAULT_KINDS: tuple[str, ...] = (
@@ -176,6 +190,15 @@ def _positive(_inst: Any, attr: attrs.Attribute, value: float) -> None:
 _opt_pos_int = v.optional([v.instance_of(int), v.ge(1)])
 
 
+def _check_regex(_inst: Any, attr: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{attr.name} must be a str, got {value!r}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{attr.name} {value!r} is not a valid regex: {exc}") from exc
+
+
 @attrs.frozen(kw_only=True)
 class FakeProviderConfig:
     """Settings of a :class:`FakeProvider`; each field is validated where it is declared."""
@@ -231,6 +254,10 @@ class FakeProviderConfig:
     max_body_bytes: int = attrs.field(
         default=256 * 1024 * 1024, validator=[v.instance_of(int), v.ge(1)]
     )
+    # scripted dspy.RLM root (see the module docstring)
+    rlm_root: bool = attrs.field(default=False, validator=v.instance_of(bool))
+    rlm_pattern: str | None = attrs.field(default=None, validator=v.optional(_check_regex))
+    rlm_max_hits: int = attrs.field(default=12, validator=[v.instance_of(int), v.ge(1)])
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -259,6 +286,135 @@ def embed_text(text: str, dim: int = 64) -> list[float]:
         vec[0] = 1.0
         return vec
     return [x / norm for x in vec]
+
+
+_RLM_ITERATION = re.compile(r"\[\[ ## iteration ## \]\]\s*(\d+)\s*/\s*\d+")
+_RLM_ITERATION_JSON = re.compile(r"\"iteration\"\s*:\s*\"(\d+)\s*/\s*\d+\"")
+_OUTPUT_FIELDS = re.compile(r"Your output fields are:(.*?)(?:\n\n|$)", re.DOTALL)
+
+
+def rlm_root_turn(prompt: str) -> int | None:
+    """The iteration (1-based) when ``prompt`` is a ``dspy.RLM`` root (action) prompt, else None.
+
+    A root prompt has the input ``repl_history`` and the output fields ``reasoning`` and ``code``;
+    the extract fallback and the ``llm_query`` sub-calls do not have ``code`` among their outputs.
+    """
+    if "repl_history" not in prompt:
+        return None
+    block = _OUTPUT_FIELDS.search(prompt)
+    if block is None or "`code`" not in block.group(1):
+        return None
+    found = _RLM_ITERATION.findall(prompt) or _RLM_ITERATION_JSON.findall(prompt)
+    return int(found[-1]) if found else 1
+
+
+_RLM_STOP_WORDS = (
+    "what which where when does that this with from into have were will there their about "
+    "value values function functions module modules return returns each other code file files "
+    "text line lines many much name"
+)
+
+_RLM_SEARCH = r"""import re
+PATTERN = __PATTERN__
+MAX_HITS = __MAX_HITS__
+STOP = set(__STOP__.split())
+lines = context.split("\n")
+
+
+def _terms():
+    if PATTERN:
+        return [], 1
+    ids = []
+    for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", question):
+        if "_" in w.strip("_") and w not in ids:
+            ids.append(w)
+    if ids:
+        return ids, 1
+    words = []
+    for w in re.findall(r"[a-z]{4,}", question.lower()):
+        if w not in STOP and w not in words:
+            words.append(w)
+    return words, 2
+
+
+terms, need = _terms()
+rx = re.compile(PATTERN) if PATTERN else None
+scored = []
+for i, line in enumerate(lines):
+    if line.startswith("=== "):
+        continue
+    if rx is not None:
+        n = 1 if rx.search(line) else 0
+    else:
+        text = line if need == 1 else line.lower()
+        n = 0
+        for t in terms:
+            if t in text:
+                n += 1
+    if n >= need:
+        scored.append((n, i))
+best = max([n for n, i in scored]) if scored else 0
+hits = [i for n, i in scored if n == best][:MAX_HITS]
+
+# one hop: where the functions called on the hit lines are defined
+called = []
+for i in hits:
+    own = re.findall(r"def\s+([A-Za-z_][A-Za-z0-9_]*)", lines[i])
+    for name in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\(", lines[i]):
+        if name not in own and name not in called:
+            called.append(name)
+if called:
+    for i, line in enumerate(lines):
+        if "def " in line and i not in hits:
+            for name in called:
+                if "def " + name + "(" in line:
+                    hits.append(i)
+                    break
+hits = hits[:2 * MAX_HITS]
+
+
+def _snippet(i):
+    h = i
+    while h > 0 and not lines[h].startswith("=== "):
+        h -= 1
+    lo = max(h + 1, i - 3)
+    return lines[h] + "\n" + "\n".join(lines[lo:i + 4])
+
+
+snippets = []
+for i in hits:
+    s = _snippet(i)
+    if s not in snippets:
+        snippets.append(s)
+"""
+
+_RLM_LOOK = r"""
+shown = PATTERN if PATTERN else ", ".join(terms)
+print("searched for " + shown + ": " + str(len(scored)) + " matching lines, "
+      + str(len(snippets)) + " snippets")
+for s in snippets[:3]:
+    print(s)
+"""
+
+_RLM_READ = r"""
+if snippets:
+    prompt = ("Question: " + question + "\n\nExcerpts of the context that match the question "
+              + "(found by searching it):\n\n" + "\n\n".join(snippets))
+    answer = llm_query(prompt)
+else:
+    answer = "The context has no lines matching the question, so it does not say."
+SUBMIT(answer=answer)
+"""
+
+
+def rlm_root_code(turn: int, pattern: str | None = None, max_hits: int = 12) -> str:
+    """The code the scripted RLM root writes at iteration ``turn`` (see the module docstring)."""
+    code = (
+        _RLM_SEARCH.replace("__PATTERN__", repr(pattern))
+        .replace("__MAX_HITS__", repr(int(max_hits)))
+        .replace("__STOP__", repr(_RLM_STOP_WORDS))
+    )
+    return code + (_RLM_LOOK if turn <= 1 else _RLM_READ)
 
 
 def _error_body(
@@ -751,6 +907,15 @@ class FakeProvider:
         if forced is not None:
             return forced
         prompt = "\n".join(texts)
+        if self.config.rlm_root:
+            turn = rlm_root_turn(prompt)
+            if turn is not None:
+                return {
+                    "reasoning": f"Scripted RLM root, iteration {turn}: search, read, submit.",
+                    "code": "```python\n"
+                    + rlm_root_code(turn, self.config.rlm_pattern, self.config.rlm_max_hits)
+                    + "\n```",
+                }
         mode = request["mode"]
         if mode == "echo":
             users = [m for m in messages if m.get("role") == "user"] or messages
@@ -996,6 +1161,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tpm", type=int, default=None)
     p.add_argument("--max-lifetime", type=float, default=600.0)
     p.add_argument("--max-requests", type=int, default=100_000)
+    p.add_argument(
+        "--rlm-root", action="store_true", help="answer dspy.RLM root prompts with scripted code"
+    )
+    p.add_argument("--rlm-pattern", default=None, help="regex the scripted RLM root searches for")
+    p.add_argument("--rlm-max-hits", type=int, default=12)
     p.add_argument("--print-stats", action="store_true", help="print final stats JSON to stderr")
     return p
 
@@ -1029,6 +1199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             tpm=args.tpm,
             max_lifetime=args.max_lifetime,
             max_requests=args.max_requests,
+            rlm_root=args.rlm_root,
+            rlm_pattern=args.rlm_pattern,
+            rlm_max_hits=args.rlm_max_hits,
         )
     except (TypeError, ValueError) as exc:
         print(f"fake_provider: invalid configuration: {exc}", file=sys.stderr)

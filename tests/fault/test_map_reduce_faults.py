@@ -189,8 +189,6 @@ def test_without_retries_failures_are_listed_and_the_exit_code_is_partial(
     assert len(kinds) >= 3, kinds
 
 
-@pytest.mark.xfail(strict=True, reason="map_reduce drops Reduced.problems: a failed combine call "
-                   "is logged but not listed in the answer's problems")
 def test_a_failed_combine_call_is_listed_in_the_answers_problems(tmp_path, corpus):
     """The map calls succeed, the combine call fails (the script has no reply for it): the
     findings go up uncombined, and the answer says a combine call failed."""

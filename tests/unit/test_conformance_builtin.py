@@ -60,3 +60,38 @@ class TestAuto(StrategyConformance):
 
 class TestRLM(StrategyConformance):
     name = "rlm"
+
+
+class TestRetrieveThenRead(StrategyConformance):
+    name = "retrieve_then_read"
+
+
+def test_every_first_party_plugin_has_a_conformance_suite():
+    """A new first-party plugin cannot land without running its kind's suite somewhere."""
+    import ast
+    from pathlib import Path
+
+    from ponder.loader import load_plugins
+
+    plugins = load_plugins(strict=True)
+    registered = {(kind, name)
+                  for kind, registry in plugins.registries.items()
+                  for name in registry.names()
+                  if registry.entry(name).provider.distribution == "ponder"}
+    covered = set()
+    for path in Path(__file__).parents[1].rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+            kind = next((k for k in ("Adapter", "Strategy", "Predictor", "Retriever", "Storage",
+                                     "Tool") if any(b.endswith(f"{k}Conformance") for b in bases)),
+                        None)
+            for item in node.body:
+                if (kind and isinstance(item, (ast.Assign, ast.AnnAssign))
+                        and getattr(item.targets[0] if isinstance(item, ast.Assign)
+                                    else item.target, "id", "") == "name"
+                        and isinstance(item.value, ast.Constant)):
+                    covered.add((kind.lower(), item.value.value))
+    assert len(covered) >= 20
+    assert registered - covered == set()
