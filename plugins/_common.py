@@ -374,3 +374,40 @@ def run_sequential(services: Any, items: Sequence[Any], step: Callable[[int, Any
             else:
                 progress.update(advance=1, status="processing")
         progress.update(status="done")
+
+
+# --- stored indexes (retrievers' dump/load) ----------------------------------------------------
+#: a stored index starts with the length of its JSON header (little-endian uint32)
+_INDEX_HEADER_LENGTH = 4
+
+
+def pack_index(header: dict[str, Any], *blobs: bytes) -> bytes:
+    """A stored index: the JSON ``header``'s length, the header, then raw ``blobs`` (no pickle)."""
+    import json
+
+    text = json.dumps(header, sort_keys=True).encode()
+    return b"".join([len(text).to_bytes(_INDEX_HEADER_LENGTH, "little"), text, *blobs])
+
+
+def read_index_header(data: bytes, *, owner: str, fmt: str,
+                      version: int) -> tuple[dict[str, Any], int]:
+    """The JSON header of an index stored by :func:`pack_index` and the offset of its blobs;
+    ``ValueError`` naming ``owner`` when ``data`` is not such an index of format ``fmt``."""
+    import json
+
+    if not isinstance(data, bytes | bytearray | memoryview) or len(data) < _INDEX_HEADER_LENGTH:
+        raise ValueError(f"{owner}: not a stored index")
+    length = int.from_bytes(bytes(data[:_INDEX_HEADER_LENGTH]), "little")
+    end = _INDEX_HEADER_LENGTH + length
+    if end > len(data):
+        raise ValueError(f"{owner}: not a stored index (bad header length)")
+    try:
+        header = json.loads(bytes(data[_INDEX_HEADER_LENGTH:end]))
+    except ValueError:
+        raise ValueError(f"{owner}: not a stored index (bad header)") from None
+    if not isinstance(header, dict) or header.get("format") != fmt:
+        raise ValueError(f"{owner}: not a stored {owner} index")
+    if header.get("version") != version:
+        raise ValueError(f"{owner}: stored index version {header.get('version')} is not "
+                         f"{version}")
+    return header, end

@@ -36,10 +36,8 @@ Needs the ``bm25`` extra: ``pip install -c constraints.txt -e '.[bm25]'``.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -78,7 +76,6 @@ TOKENIZER_VERSION = 1
 
 _FORMAT = "ponder-bm25"
 _FORMAT_VERSION = 1
-_HEADER = struct.Struct("<I")  # length of the JSON header that follows
 #: dtypes a stored index may declare (never "O": nothing in a dump is a Python object)
 _SAFE_DTYPES = frozenset({"<f4", "<f8", "<i4", "<i8", "<u4", "<u8"})
 _ARRAYS = ("data", "indices", "indptr", "nonoccurrence")
@@ -271,8 +268,9 @@ class BM25Retriever:
                 header["arrays"].append({"name": name, "dtype": array.dtype.str,
                                          "count": int(array.size)})
                 blobs.append(array.tobytes())
-        text = json.dumps(header, separators=(",", ":")).encode()
-        return b"".join([_HEADER.pack(len(text)), text, *blobs])
+        from ponder.plugins._common import pack_index
+
+        return pack_index(header, *blobs)
 
     def load(self, data: bytes, chunks: Sequence[Any]) -> None:
         """Restore an index made by :meth:`dump` over the same ``chunks``.
@@ -329,22 +327,9 @@ class BM25Retriever:
 
 
 def _read_header(data: bytes) -> tuple[dict[str, Any], int]:
-    if not isinstance(data, bytes | bytearray | memoryview) or len(data) < _HEADER.size:
-        raise ValueError("bm25: not a stored index")
-    (length,) = _HEADER.unpack_from(data, 0)
-    end = _HEADER.size + length
-    if end > len(data):
-        raise ValueError("bm25: not a stored index (bad header length)")
-    try:
-        header = json.loads(bytes(data[_HEADER.size:end]))
-    except ValueError:
-        raise ValueError("bm25: not a stored index (bad header)") from None
-    if not isinstance(header, dict) or header.get("format") != _FORMAT:
-        raise ValueError("bm25: not a stored bm25 index")
-    if header.get("version") != _FORMAT_VERSION:
-        raise ValueError(f"bm25: stored index version {header.get('version')} is not "
-                         f"{_FORMAT_VERSION}")
-    return header, end
+    from ponder.plugins._common import read_index_header
+
+    return read_index_header(data, owner="bm25", fmt=_FORMAT, version=_FORMAT_VERSION)
 
 
 @hookimpl

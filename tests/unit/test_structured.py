@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, ClassVar
 
 import pytest
@@ -18,30 +17,6 @@ from ponder.testing import plugin_set
 from ponder.testing.conformance import PredictorConformance
 
 JSON_PROMPT = "Outputs will be a JSON object with the following fields."
-
-
-class _ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def logged() -> Any:
-    """Records logged on ``ponder.predictor``, by a handler on that logger itself (the CLI turns
-    off propagation below ``ponder``, so a root handler may never see them)."""
-    logger = logging.getLogger("ponder.predictor")
-    handler, level = _ListHandler(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 class TestStructuredConformance(PredictorConformance):
