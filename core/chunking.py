@@ -353,8 +353,11 @@ _HUNK_START = re.compile(r"^@@", re.M)
 # chunking at small chunk sizes, and a lexical pass also works on code that does not parse
 # (Python 2, syntax errors, templates). Triple-quoted strings are skipped so that code shown in a
 # docstring is not mistaken for a definition.
-_PY_STATEMENT = re.compile(r"^(?![#@)\]}]|(?:else|elif|except|finally)\b)\S", re.M)  # column 0
-_PY_NESTED_DEF = re.compile(r"^[ \t]+(?:async[ \t]+)?(?:def|class)[ \t]", re.M)
+# Anchored on a literal newline rather than `^` with re.M: the regex engine then only tries line
+# starts instead of every character (about 3.5x faster on generated code). Line 0 never counts
+# as a boundary, so nothing is lost by requiring the newline.
+_PY_STATEMENT = re.compile(r"\n(?![#@)\]}]|(?:else|elif|except|finally)\b)\S")  # column 0
+_PY_NESTED_DEF = re.compile(r"\n[ \t]+(?:async[ \t]+)?(?:def|class)[ \t]")
 _TRIPLE_QUOTE = re.compile(r"\"\"\"|\'\'\'")
 
 
@@ -370,15 +373,17 @@ def _python_boundaries(
         i = bisect_right(string_starts, offset) - 1
         return i >= 0 and strings[i][0] < offset < strings[i][1]
 
+    # each match starts at the newline before its line: the line is at m.start() + 1
     top = [
-        _statement_start(lines, line_of(m.start()), 0)
+        _statement_start(lines, line_of(m.start() + 1), 0)
         for m in _PY_STATEMENT.finditer(content)
-        if not in_string(m.start())
+        if not in_string(m.start() + 1)
     ]
     nested = [
-        _statement_start(lines, line_of(m.start()), len(m.group()) - len(m.group().lstrip()))
+        _statement_start(lines, line_of(m.start() + 1),
+                         len(m.group()) - 1 - len(m.group().lstrip()))
         for m in _PY_NESTED_DEF.finditer(content)
-        if not in_string(m.start())
+        if not in_string(m.start() + 1)
     ]
     return [i for i in top if i > 0], sorted(i for i in nested if i > 0)
 
