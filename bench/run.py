@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
                 continue
             elapsed = time.perf_counter() - started
-            parameters = {**doc.pop("parameters"), "mode": mode,
-                          "provider_tcp_nodelay": _common.ProviderProcess.nodelay}
+            parameters = {**doc.pop("parameters"), "mode": mode}
             results = doc.pop("results")
             path = write_result(name, parameters, results, out_dir=out_dir, load_at_start=load,
                                 elapsed_s=round(elapsed, 1), **doc)

@@ -262,8 +262,8 @@ class ListFiles:
 
         def list_files(glob: str = "*") -> str:
             """List the paths of the loaded documents matching `glob` (default "*", every
-            file; e.g. "src/*.py"), each with its line range and size in characters, at most
-            200 per call."""
+            file; e.g. "src/*.py"), each with its line range and size in characters (and, for
+            Python files, the dotted module name an import would use), at most 200 per call."""
             pattern = _normalize_path(str(glob or "*")) or "*"
             documents = [d for d in files.documents if fnmatch.fnmatchcase(d.path, pattern)]
             if not documents:
@@ -275,7 +275,8 @@ class ListFiles:
             shown = 0
             for document in documents[:MAX_LIST_FILES]:
                 first, last = files.line_range(document)
-                entry = f"{document.path} (lines {first}-{last}, {len(document.text):,} chars)"
+                entry = f"{document.path} ({_module_of(document.path)}lines {first}-{last}, " \
+                        f"{len(document.text):,} chars)"
                 if used + len(entry) + 1 > MAX_OUTPUT_CHARS - 200:
                     break
                 lines.append(entry)
@@ -286,6 +287,18 @@ class ListFiles:
             return "\n".join(lines)
 
         return list_files
+
+
+def _module_of(path: str) -> str:
+    """``"module a.b, "`` for a Python file (so an agent can map ``import a.b`` to its file)."""
+    from ponder.fileutils import path_to_module
+
+    if not path.endswith(".py"):
+        return ""
+    try:
+        return f"module {path_to_module(path)}, "
+    except ValueError:  # not an importable name (a dash, an absolute path)
+        return ""
 
 
 #: the first-party tools by registered name

@@ -162,10 +162,12 @@ def test_list_files_shows_paths_with_line_ranges_and_sizes(bound) -> None:
     lines = out.splitlines()
     total = sum(len(d.text) for d in make_context().documents)
     assert lines[0] == f"4 files, {total:,} characters:"
-    assert f"config/settings.py (lines 1-3, {len(SETTINGS)} chars)" in lines
+    # a Python file also shows the module an import would name (ponder.fileutils.path_to_module)
+    assert (f"config/settings.py (module config.settings, lines 1-3, {len(SETTINGS)} chars)"
+            in lines)
     assert any(line.startswith("patch.diff (lines 10-12,") for line in lines)
-    assert bound["list_files"]("src/*").splitlines()[1:] == [f"src/app.py (lines 1-5, {len(APP)} "
-                                                             "chars)"]
+    assert bound["list_files"]("src/*").splitlines()[1:] == [
+        f"src/app.py (module src.app, lines 1-5, {len(APP)} chars)"]
     assert bound["list_files"]("*.rs").startswith("no file matches '*.rs'; the context has 4")
 
 
