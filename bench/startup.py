@@ -83,6 +83,10 @@ def measure(runs: int = 7) -> dict:
     rows = []
     with isolated_ponder_dirs():
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        # measure what a user sees: the warm-up run writes the bytecode cache (.pyc), as any
+        # first run after an install does; a shell with PYTHONDONTWRITEBYTECODE=1 (this
+        # workplace sets it) would otherwise recompile every module on every start (~110 ms)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         for label, argv in COMMANDS.items():
             rows.append(_row(label, argv, runs, env))
         with tempfile.TemporaryDirectory(prefix="ponder-bench-ask-") as work:

@@ -54,7 +54,6 @@ Importing this module does not import dspy: ``ScriptedLM`` is built on first acc
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -289,9 +288,13 @@ class AsyncEngine:
         self.sync = sync
 
     async def complete(self, request: Any) -> Any:
+        import asyncio  # here, not at import: asyncio costs ~40 ms of `ponder --help`
+
         return await asyncio.to_thread(self.sync.complete, request)
 
     async def stream(self, request: Any):
+        import asyncio
+
         for event in await asyncio.to_thread(lambda: list(self.sync.stream(request))):
             yield event
 
