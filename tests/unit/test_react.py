@@ -101,7 +101,8 @@ def test_the_loop_stops_at_max_iters_and_answers_from_the_trajectory(logged) -> 
     assert len(lm.calls) == 4  # max_iters steps, then the answer
     assert [k for k in prediction.trajectory if k.startswith("tool_name_")] == [
         "tool_name_0", "tool_name_1", "tool_name_2"]
-    assert "config/settings.py (lines 1-3" in prediction.trajectory["observation_2"]
+    assert "config/settings.py (module config.settings, lines 1-3" in \
+        prediction.trajectory["observation_2"]
     assert any("no `finish` after 3 steps (max_iters=3)" in r.getMessage() for r in logged)
 
 
