@@ -103,3 +103,27 @@ def isolated_user_dir(root: str | os.PathLike[str], *, chdir: bool = True) -> It
 
 
 __all__ = ["CliResult", "isolated_user_dir", "plugin_set", "run_cli"]
+
+
+def rlm_needle_script(needle: str = "MAGIC_PORT") -> tuple[str, str]:
+    """Two replies for a scripted ``rlm`` root: the first searches the rendered context for lines
+    holding ``needle`` (printing ``path:line code`` for each), the second asks a sub-model about
+    the first hit with ``llm_query`` and submits its reply with the citation."""
+    search = f'''```python
+import re
+path = None
+found = []
+for text in context.splitlines():
+    m = re.match(r'=== (\\S+) \\(lines', text)
+    if m:
+        path = m.group(1)
+    elif {needle!r} in text:
+        number, _, code = text.partition('| ')
+        found.append(path + ':' + number.strip() + ' ' + code)
+print(found)
+```'''
+    submit = '''```python
+reply = llm_query('Which port does this line set? ' + found[0])
+SUBMIT(answer=reply + ' (' + found[0].split(' ')[0] + ')')
+```'''
+    return search, submit

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from ponder.testing import run_cli
+from ponder.testing import rlm_needle_script, run_cli
 from ponder.testing.fake_provider import FakeProvider
 
 pytestmark = pytest.mark.fault
@@ -432,23 +432,7 @@ def test_plain_progress_lines_can_be_asked_for_in_logs(progress_run):
 
 
 # --- 4. rlm through the CLI ----------------------------------------------------------------------
-SEARCH_CODE = '''```python
-import re
-path = None
-found = []
-for text in context.splitlines():
-    m = re.match(r'=== (\\S+) \\(lines', text)
-    if m:
-        path = m.group(1)
-    elif 'MAGIC_PORT' in text:
-        number, _, code = text.partition('| ')
-        found.append(path + ':' + number.strip() + ' ' + code)
-print(found)
-```'''
-SUBMIT_CODE = '''```python
-reply = llm_query('Which port does this line set? ' + found[0])
-SUBMIT(answer=reply + ' (' + found[0].split(' ')[0] + ')')
-```'''
+SEARCH_CODE, SUBMIT_CODE = rlm_needle_script("MAGIC_PORT")
 RLM_RULES: list[tuple[str, Any]] = [
     # the sub-call llm_query makes (first: root prompts from turn 2 on quote the code)
     (r"`response`.*Which port does this line set", {"response": ANSWER}),

@@ -34,7 +34,7 @@ from ponder.plugins import (
 from ponder.plugins.scripted import ScriptedAdapter, ScriptedSettings
 from ponder.services import Services
 from ponder.sources import Context, Document, load_sources
-from ponder.testing import plugin_set
+from ponder.testing import plugin_set, rlm_needle_script
 from ponder.testing.conformance import StrategyConformance
 
 STRATEGY_MODULES = (direct, map_reduce, iterative, hierarchical, auto, rlm)
@@ -475,23 +475,7 @@ def test_map_reduce_with_chain_of_thought(codebase) -> None:
 
 
 # --- rlm --------------------------------------------------------------------------------------
-SEARCH_CODE = '''```python
-import re
-path = None
-found = []
-for text in context.splitlines():
-    m = re.match(r'=== (\\S+) \\(lines', text)
-    if m:
-        path = m.group(1)
-    elif 'MAGIC_PORT' in text:
-        number, _, code = text.partition('| ')
-        found.append(path + ':' + number.strip() + ' ' + code)
-print(found)
-```'''
-SUBMIT_CODE = '''```python
-reply = llm_query('Which port does this line set? ' + found[0])
-SUBMIT(answer=reply + ' (' + found[0].split(' ')[0] + ')')
-```'''
+SEARCH_CODE, SUBMIT_CODE = rlm_needle_script("MAGIC_PORT")
 
 
 def root_rules(*codes: str, sub: dict | None = None) -> list[dict]:
