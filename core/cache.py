@@ -42,8 +42,8 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
-def _describe(value: Any) -> Any:
-    """A stable, secret-free description of a settings object for the key."""
+def settings_identity(value: Any) -> Any:
+    """A stable, secret-free description of a settings object, for cache and index keys."""
     from ponder.secrets import clean_secrets
 
     if value is None:
@@ -75,10 +75,10 @@ def cache_key(*, adapter: str, adapter_settings: Any, model: str, predictor: str
     payload = {
         "v": 1,
         "adapter": adapter,
-        "adapter_settings": _describe(adapter_settings),
+        "adapter_settings": settings_identity(adapter_settings),
         "model": model,
         "predictor": predictor,
-        "predictor_settings": _describe(predictor_settings),
+        "predictor_settings": settings_identity(predictor_settings),
         "prompt_format": prompt_format,
         "signature": signature_text(signature),
         "inputs": {k: str(v) for k, v in sorted(inputs.items())},

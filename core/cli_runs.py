@@ -33,7 +33,8 @@ def open_storage(ctx: click.Context) -> Iterator[Any]:
 
     state = ctx.find_object(AppState) or ctx.ensure_object(AppState)
     system = System(state.config, plugins=state.plugins)
-    storage = system.build("storage") or system.build("storage", "sqlite")
+    # the run's own choice (System.open_storage), else sqlite: `runs` always has a store to read
+    storage = system.open_storage() or system.build("storage", "sqlite")
     try:
         yield storage
     finally:

@@ -19,6 +19,7 @@ run leaves the rest listed as not processed, never silently dropped.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import functools
 import logging
 import threading
 import time
@@ -199,10 +200,11 @@ class Services:
             key = None
             if (self.storage is not None and callable(getattr(retriever, "dump", None))
                     and callable(getattr(retriever, "load", None))):
-                from ponder.cache import _describe
+                from ponder.cache import settings_identity
 
                 digest = hashlib.sha256()
-                digest.update(json.dumps([name, _describe(settings)], default=repr).encode())
+                identity = [name, settings_identity(settings)]
+                digest.update(json.dumps(identity, default=repr).encode())
                 for chunk in chunks:
                     text = chunk.render() if hasattr(chunk, "render") else str(chunk)
                     digest.update(f"{len(text)}:".encode())
@@ -496,6 +498,7 @@ class _DaemonPool:
                 self._queue.put(None)
 
 
+@functools.lru_cache(maxsize=256)  # signatures are classes, built once per run: measure once
 def _instruction_tokens(signature: Any) -> int:
     """Estimated tokens of a signature's instructions and field descriptions."""
     from ponder.cache import signature_text

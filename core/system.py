@@ -77,11 +77,12 @@ class RunRecorder:
         self.run_id = run_id
         self._warned = False
 
-    def _safely(self, what: str, fn: Any, *args: Any) -> None:
+    def _safely(self, what: str, fn: Any) -> None:
+        """Run ``fn()`` against the store; a failure is logged once, never raised."""
         if self.storage is None:
             return
         try:
-            fn(*args)
+            fn()
         except Exception as exc:
             if not self._warned:
                 self._warned = True
@@ -108,11 +109,10 @@ class RunRecorder:
         self._safely("record the run", lambda: self.storage.begin_run(run))
 
     def close(self) -> None:
-        self._safely("close", self.storage.close if self.storage else None)
+        self._safely("close", lambda: self.storage.close())
 
     def record_call(self, call: dict[str, Any]) -> None:
-        self._safely("record an LM call", self.storage.record_call if self.storage else None,
-                     self.run_id, call)
+        self._safely("record an LM call", lambda: self.storage.record_call(self.run_id, call))
 
     def finish(self, answer: Answer, tracker: Tracker) -> None:
         if self.storage is None:
