@@ -219,7 +219,7 @@ class ProviderProcess:
 def openai_adapter(base_url: str, *, window: int = 131_072, max_output: int = 1024,
                    timeout_s: float = 120.0) -> Any:
     """ponder's ``openai_compatible`` adapter pointed at a fake provider."""
-    from ponder.config import structure_settings
+    from ponder.kernel.config import structure_settings
     from ponder.plugins.openai_compatible import OpenAICompatibleAdapter, OpenAICompatibleSettings
 
     settings = structure_settings(OpenAICompatibleSettings, {

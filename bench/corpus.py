@@ -2,7 +2,7 @@
 
 :func:`generate` builds seeded Python modules (module docstring, imports, constants, classes with
 methods, decorated functions, docstrings) plus a README per package, in memory, ordered as
-``ponder.sources.load_sources`` walks a directory (sorted by name at every level), until the
+``ponder.context.sources.load_sources`` walks a directory (sorted by name at every level), until the
 requested size is reached. The same size and seed always give the same bytes.
 
 :func:`plant_coverage` adds the six needle families of ``BENCHMARKS.md`` §5 at depths

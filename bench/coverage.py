@@ -67,7 +67,7 @@ TARGET_FAMILIES = ("literal", "confusable", "two_hop")
 # --- critical path -----------------------------------------------------------------------------
 def critical_path(spans: list[Any], concurrency: int) -> tuple[int, int]:
     """(waves, rounds at ``concurrency``) of a run's spans; see the module docstring."""
-    from ponder.observability import SpanType
+    from ponder.support.observability import SpanType
 
     children: dict[str | None, list[Any]] = defaultdict(list)
     ids = {span.id for span in spans}
@@ -107,8 +107,8 @@ def critical_path(spans: list[Any], concurrency: int) -> tuple[int, int]:
 
 # --- one run -----------------------------------------------------------------------------------
 def _system(plugins: Any, base_url: str, strategy: str, window: int, concurrency: int) -> Any:
-    from ponder.config import CacheConfig, Component, Config, LimitsConfig
-    from ponder.system import System
+    from ponder.kernel.config import CacheConfig, Component, Config, LimitsConfig
+    from ponder.engine.system import System
 
     config = Config(
         limits=LimitsConfig(concurrency=concurrency),
@@ -125,7 +125,7 @@ def _system(plugins: Any, base_url: str, strategy: str, window: int, concurrency
 def run_one(plugins: Any, provider: ProviderProcess, question: Any, context: Any, strategy: str,
             *, window: int, concurrency: int) -> dict[str, Any]:
     from ponder.errors import PonderError
-    from ponder.observability import SpanType, Tracker
+    from ponder.support.observability import SpanType, Tracker
 
     provider.reset()
     system = _system(plugins, provider.base_url, strategy, window, concurrency)
@@ -171,8 +171,8 @@ def measure(*, quick: bool = False, full: bool = False, window: int = 131_072,
             concurrency: int = 16, strategies: tuple[str, ...] = STRATEGIES) -> dict[str, Any]:
     import corpus
 
-    from ponder.loader import load_plugins
-    from ponder.sources import load_sources
+    from ponder.kernel.loader import load_plugins
+    from ponder.context.sources import load_sources
 
     quiet_logs()
     sizes = [100_000] if quick else [100_000, 1 * MB, 10 * MB]

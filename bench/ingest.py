@@ -1,5 +1,5 @@
-"""Ingest: walk + read (``ponder.sources.load_sources``) and chunking
-(``ponder.chunking.chunk_context``) of a generated codebase, timed separately, with peak RSS.
+"""Ingest: walk + read (``ponder.context.sources.load_sources``) and chunking
+(``ponder.context.chunking.chunk_context``) of a generated codebase, timed separately, with peak RSS.
 
     .venv/bin/python bench/run.py --only ingest [--quick | --full]
 
@@ -58,8 +58,8 @@ def worker(root: str, chunk_tokens: int, overlap: int) -> dict[str, Any]:
     """Runs in the subprocess: load + chunk once, report times and memory."""
     import resource
 
-    from ponder.chunking import chunk_context
-    from ponder.sources import load_sources
+    from ponder.context.chunking import chunk_context
+    from ponder.context.sources import load_sources
 
     baseline = _peak_rss_mb()
     started = time.perf_counter()

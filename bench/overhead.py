@@ -41,8 +41,8 @@ def make_chunks(n: int, chunk_tokens: int = 600) -> tuple[Any, list[Any]]:
     """A context that chunks into exactly ``n`` chunks of about ``chunk_tokens`` tokens."""
     import corpus
 
-    from ponder.chunking import chunk_context
-    from ponder.sources import Context, Document
+    from ponder.context.chunking import chunk_context
+    from ponder.context.sources import Context, Document
 
     generated = corpus.generate(max(n * 2600, 50_000), seed=1)
     text = "\n".join(line for lines in generated.files.values() for line in lines)
@@ -64,7 +64,7 @@ def make_chunks(n: int, chunk_tokens: int = 600) -> tuple[Any, list[Any]]:
 def _services(lm: Any, model_info: Any, concurrency: int = 1) -> Any:
     from ponder.plugins import map_reduce, predict
     from ponder.plugins.predict import PredictPredictor
-    from ponder.services import Services
+    from ponder.engine.services import Services
     from ponder.testing import plugin_set
 
     return Services(lm=lm, model_info=model_info, predictor=PredictPredictor(),

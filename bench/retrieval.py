@@ -28,8 +28,8 @@ QUERY = "Which function retries the request after a timeout?"
 
 
 def chunks_of(count: int) -> list[Any]:
-    from ponder.chunking import chunk_context
-    from ponder.sources import load_sources
+    from ponder.context.chunking import chunk_context
+    from ponder.context.sources import load_sources
 
     corpus = generate(count * 1_100, seed=5)
     with tempfile.TemporaryDirectory(prefix="ponder-bench-retrieval-") as root:

@@ -10,58 +10,58 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ponder.hookspecs import PLUGIN_API_VERSION, hookimpl, hookspec
+from ponder.kernel.hookspecs import PLUGIN_API_VERSION, hookimpl, hookspec
 
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first access)
 _LAZY: dict[str, str] = {
     # registry and plugins
-    "Registry": "ponder.registry",
-    "load_plugins": "ponder.loader",
-    "PluginSet": "ponder.loader",
+    "Registry": "ponder.kernel.registry",
+    "load_plugins": "ponder.kernel.loader",
+    "PluginSet": "ponder.kernel.loader",
     # config
-    "Config": "ponder.config",
-    "load_config": "ponder.config",
+    "Config": "ponder.kernel.config",
+    "load_config": "ponder.kernel.config",
     # retry
-    "RetryPolicy": "ponder.retry",
-    "retry_with_backoff": "ponder.retry",
-    "retry_sync": "ponder.retry",
-    "is_retryable": "ponder.retry",
+    "RetryPolicy": "ponder.support.retry",
+    "retry_with_backoff": "ponder.support.retry",
+    "retry_sync": "ponder.support.retry",
+    "is_retryable": "ponder.support.retry",
     # typed partial results
-    "FailedChunk": "ponder.results",
-    "ChunkResult": "ponder.results",
-    "BatchResult": "ponder.results",
+    "FailedChunk": "ponder.support.results",
+    "ChunkResult": "ponder.support.results",
+    "BatchResult": "ponder.support.results",
     # progress
-    "ProgressContext": "ponder.progress",
+    "ProgressContext": "ponder.support.progress",
     # secrets
-    "Secret": "ponder.secrets",
-    "clean_secrets": "ponder.secrets",
-    "mask_value": "ponder.secrets",
-    "get_api_key": "ponder.secrets",
+    "Secret": "ponder.support.secrets",
+    "clean_secrets": "ponder.support.secrets",
+    "mask_value": "ponder.support.secrets",
+    "get_api_key": "ponder.support.secrets",
     # observability
-    "Tracker": "ponder.observability",
-    "track": "ponder.observability",
-    "SpanType": "ponder.observability",
-    "enable_tracking": "ponder.observability",
+    "Tracker": "ponder.support.observability",
+    "track": "ponder.support.observability",
+    "SpanType": "ponder.support.observability",
+    "enable_tracking": "ponder.support.observability",
     # batch
-    "BatchRequest": "ponder.batch",
-    "create_jsonl": "ponder.batch",
-    "parse_jsonl": "ponder.batch",
-    "BatchPoller": "ponder.batch",
-    "stream_download": "ponder.batch",
+    "BatchRequest": "ponder.support.batch",
+    "create_jsonl": "ponder.support.batch",
+    "parse_jsonl": "ponder.support.batch",
+    "BatchPoller": "ponder.support.batch",
+    "stream_download": "ponder.support.batch",
     # file utilities
-    "atomic_write": "ponder.fileutils",
-    "get_cache_dir": "ponder.fileutils",
-    "smart_link": "ponder.fileutils",
-    "smart_rmtree": "ponder.fileutils",
-    "sync_directory": "ponder.fileutils",
-    "path_to_module": "ponder.fileutils",
+    "atomic_write": "ponder.support.fileutils",
+    "get_cache_dir": "ponder.support.fileutils",
+    "smart_link": "ponder.support.fileutils",
+    "smart_rmtree": "ponder.support.fileutils",
+    "sync_directory": "ponder.support.fileutils",
+    "path_to_module": "ponder.support.fileutils",
     # kinds
-    "ModelInfo": "ponder.kinds",
+    "ModelInfo": "ponder.kernel.kinds",
     # running
-    "System": "ponder.system",
-    "Answer": "ponder.answer",
+    "System": "ponder.engine.system",
+    "Answer": "ponder.engine.answer",
 }
 
 __all__ = ["PLUGIN_API_VERSION", "__version__", "hookimpl", "hookspec", *sorted(_LAZY)]

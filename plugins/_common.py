@@ -5,7 +5,7 @@ Nothing here imports dspy at module level, so a strategy plugin that imports thi
 **Prompt budget.** A prompt is the signature's fixed text (instructions, field descriptions, the
 adapter's structure: :func:`prompt_overhead`, measured once per signature) plus the inputs. The
 room for inputs is ``context_window - max_output_tokens - overhead``; every strategy sizes what it
-sends so the estimated prompt (``ceil(chars / 4)``, see :mod:`ponder.chunking`) stays inside it.
+sends so the estimated prompt (``ceil(chars / 4)``, see :mod:`ponder.context.chunking`) stays inside it.
 
 **Reduce tree** (:func:`reduce_answers`). ``m`` partial answers are combined in groups of at most
 ``fan_in`` (k) per call, level after level, until one answer is left; a single partial still goes
@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from ponder.chunking import Piece, default_chunk_tokens, estimate_tokens, tokens_for_chars
+from ponder.context.chunking import Piece, default_chunk_tokens, estimate_tokens, tokens_for_chars
 from ponder.errors import PonderError
 
 log = logging.getLogger("ponder.strategy")
@@ -43,7 +43,7 @@ PROMPT_MARGIN = 48
 #: The smallest room for inputs a strategy accepts before it reports the window as too small.
 MIN_ROOM = 32
 
-#: Limits that stop a run (``ponder.services.LimitReached.limit``); a chunk failing with one of
+#: Limits that stop a run (``ponder.engine.services.LimitReached.limit``); a chunk failing with one of
 #: these was not read because the run stopped, not because the chunk was bad.
 LIMIT_KINDS = frozenset({"max_cost", "max_tokens", "timeout", "interrupted", "cancelled"})
 
@@ -144,7 +144,7 @@ def resolve_chunk_tokens(services: Any, configured: int | None, room: int) -> in
             log.warning("chunk_tokens=%d does not fit the window's room for a chunk (%d tokens); "
                         "using %d", tokens, room, room)
         tokens = room
-    from ponder.chunking import MIN_CHUNK_TOKENS
+    from ponder.context.chunking import MIN_CHUNK_TOKENS
 
     if tokens < MIN_CHUNK_TOKENS:
         raise PonderError(
@@ -262,7 +262,7 @@ def reduce_answers(services: Any, question: str, partials: Sequence[str], *, fan
     A failed combine call passes its inputs up unchanged, so nothing found is lost; when a limit
     stops the run, the findings reached so far are returned joined, marked ``stopped``.
     """
-    from ponder.observability import SpanType
+    from ponder.support.observability import SpanType
     from ponder.plugins._signatures import combine_signature
 
     if not partials:
@@ -275,7 +275,7 @@ def reduce_answers(services: Any, question: str, partials: Sequence[str], *, fan
     outcome = Reduced(text="")
 
     def combine(index: int, group: list[str]) -> Any:
-        from ponder.results import ChunkResult
+        from ponder.support.results import ChunkResult
 
         prediction = services.predict(signature, role="reduce", question=question,
                                       partial_answers=_SEPARATOR.join(group))
@@ -348,7 +348,7 @@ def make_strategy(services: Any, name: str, options: dict[str, Any] | None = Non
             raise PonderError(f"{section}: strategy {name!r} takes no settings, got "
                               f"{sorted(options)}")
         return entry.factory()
-    from ponder.config import structure_settings
+    from ponder.kernel.config import structure_settings
 
     return entry.factory(structure_settings(entry.settings, options or {}, section=section))
 
@@ -361,8 +361,8 @@ def offset_failures(failures: Sequence[Any], offset: int, prefix: str = "") -> l
 def run_sequential(services: Any, items: Sequence[Any], step: Callable[[int, Any], None], *,
                    label: str) -> None:
     """Call ``step(index, item)`` in order, with a CHUNK span and progress for each."""
-    from ponder.observability import SpanType
-    from ponder.progress import ProgressContext
+    from ponder.support.observability import SpanType
+    from ponder.support.progress import ProgressContext
 
     with ProgressContext(total=len(items), model=services.model_info.model, description=label,
                          mode=services.progress_mode) as progress:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 #: What chunk extraction writes when a chunk holds nothing relevant.
 NOT_FOUND = "NOT FOUND"
 
-#: The confidence levels a chunk result may carry (the same set as ``ponder.results``).
+#: The confidence levels a chunk result may carry (the same set as ``ponder.support.results``).
 Confidence = Literal["high", "medium", "low", "none"]
 
 CITE_RULE = (

@@ -128,7 +128,7 @@ class AutoStrategy:
                                     "→ map_reduce")
 
     def run(self, question: str, context: Any, services: Any) -> Any:
-        from ponder.observability import SpanType
+        from ponder.support.observability import SpanType
         from ponder.plugins._common import make_strategy
 
         choice = self.choose(question, context, services)

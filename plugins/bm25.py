@@ -18,7 +18,7 @@ empty index returns ``[]``.
 not the text: a JSON header then raw little-endian arrays. ``load(data, chunks)`` reads it back
 with ``numpy.frombuffer``: no pickle, so a stored index can never run code, and loading costs
 a fraction of indexing. The kernel stores it per settings and chunk digest (see
-:meth:`ponder.services.Services.index`).
+:meth:`ponder.engine.services.Services.index`).
 
 Config example::
 

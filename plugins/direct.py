@@ -38,9 +38,9 @@ class DirectStrategy:
         self.settings = settings or DirectSettings()
 
     def run(self, question: str, context: Any, services: Any) -> Any:
-        from ponder.answer import Draft
+        from ponder.engine.answer import Draft
         from ponder.errors import PonderError
-        from ponder.observability import SpanType
+        from ponder.support.observability import SpanType
         from ponder.plugins._common import prompt_room, render_documents, rendered_tokens
         from ponder.plugins._signatures import answer_signature
 

@@ -58,7 +58,7 @@ import attrs
 
 from ponder import hookimpl
 from ponder.errors import ConfigError, PonderError
-from ponder.secrets import Secret
+from ponder.support.secrets import Secret
 
 PONDER_PLUGIN_API = 1
 
@@ -257,7 +257,7 @@ class EmbeddingsRetriever:
         import numpy as np
 
         from ponder.plugins.litellm_adapter import reveal_key
-        from ponder.retry import RetryPolicy, call_with_retry
+        from ponder.support.retry import RetryPolicy, call_with_retry
 
         # litellm's bundled model map, never a download of it
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

@@ -32,7 +32,7 @@ import attrs
 
 from ponder import hookimpl
 from ponder.errors import ConfigError
-from ponder.kinds import ModelInfo
+from ponder.kernel.kinds import ModelInfo
 from ponder.plugins.litellm_adapter import (
     build_litellm_lm,
     check_extra,
@@ -42,7 +42,7 @@ from ponder.plugins.litellm_adapter import (
     positive_or_none,
     reveal_key,
 )
-from ponder.secrets import Secret, get_api_key
+from ponder.support.secrets import Secret, get_api_key
 
 if TYPE_CHECKING:  # pragma: no cover
     import dspy

@@ -146,9 +146,9 @@ class HierarchicalStrategy:
         return self.settings.section_chunks * resolve_chunk_tokens(services, None, room)
 
     def run(self, question: str, context: Any, services: Any) -> Any:
-        from ponder.answer import Draft
+        from ponder.engine.answer import Draft
         from ponder.errors import PonderError
-        from ponder.observability import SpanType
+        from ponder.support.observability import SpanType
         from ponder.plugins._common import (
             NOTHING_FOUND,
             format_finding,
@@ -159,9 +159,9 @@ class HierarchicalStrategy:
             says_nothing,
             stopped_note,
         )
-        from ponder.results import FailedChunk
-        from ponder.services import LimitReached
-        from ponder.sources import Context
+        from ponder.support.results import FailedChunk
+        from ponder.engine.services import LimitReached
+        from ponder.context.sources import Context
 
         settings = self.settings
         sub = make_strategy(services, settings.sub_strategy, settings.sub_settings,

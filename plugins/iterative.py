@@ -66,9 +66,9 @@ class IterativeStrategy:
         return chunk_tokens, notes_tokens
 
     def run(self, question: str, context: Any, services: Any) -> Any:
-        from ponder.answer import Draft
-        from ponder.chunking import chunk_context
-        from ponder.observability import SpanType
+        from ponder.engine.answer import Draft
+        from ponder.context.chunking import chunk_context
+        from ponder.support.observability import SpanType
         from ponder.plugins._common import (
             NOTHING_FOUND,
             nothing_read,
@@ -78,8 +78,8 @@ class IterativeStrategy:
             truncate_tokens,
         )
         from ponder.plugins._signatures import NOT_FOUND, combine_signature, refine_signature
-        from ponder.results import FailedChunk
-        from ponder.services import LimitReached
+        from ponder.support.results import FailedChunk
+        from ponder.engine.services import LimitReached
 
         chunk_tokens, notes_tokens = self.budgets(question, services)
         overlap = min(self.settings.overlap_tokens, chunk_tokens // 2)

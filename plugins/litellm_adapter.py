@@ -17,7 +17,7 @@ This module also holds the helpers the ``gemini`` and ``openai_compatible`` adap
 on: :func:`build_litellm_lm` (the one place a litellm-backed ``dspy.LM`` is constructed) and
 :func:`litellm_model_info` (window and prices from litellm's bundled model map).
 
-Retries: ponder wraps every LM call in its own retry policy (:mod:`ponder.retry`), so the LM is
+Retries: ponder wraps every LM call in its own retry policy (:mod:`ponder.support.retry`), so the LM is
 built with ``num_retries=0`` and litellm's own retries off: one retry layer only. DSPy's response
 cache is off too (ponder has its own caching and a cached reply would hide a failure).
 
@@ -34,8 +34,8 @@ import attrs
 
 from ponder import hookimpl
 from ponder.errors import ConfigError
-from ponder.kinds import ModelInfo
-from ponder.secrets import Secret
+from ponder.kernel.kinds import ModelInfo
+from ponder.support.secrets import Secret
 
 if TYPE_CHECKING:  # pragma: no cover
     import dspy
@@ -78,7 +78,7 @@ def _ensure_local_cost_map() -> None:
 def reveal_key(api_key: Secret | str | None) -> str | None:
     """The plain value of a configured key, or None.
 
-    Accepts a :class:`~ponder.secrets.Secret` or a str (a literal or a ``$env:``/``$file:``
+    Accepts a :class:`~ponder.support.secrets.Secret` or a str (a literal or a ``$env:``/``$file:``
     reference, for settings built in Python rather than by the kernel).
     """
     if api_key is None:

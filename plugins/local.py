@@ -35,7 +35,7 @@ import attrs
 
 from ponder import hookimpl
 from ponder.errors import ConfigError
-from ponder.kinds import ModelInfo
+from ponder.kernel.kinds import ModelInfo
 from ponder.plugins.scripted import AsyncEngine, request_messages
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -222,7 +222,7 @@ class LocalAdapter:
 
     def dspy_adapter(self) -> Any:
         """Small local models rarely follow DSPy's field markers: parse leniently."""
-        from ponder.lenient import lenient_chat_adapter
+        from ponder.support.lenient import lenient_chat_adapter
 
         return lenient_chat_adapter()
 

@@ -1,9 +1,9 @@
 """The ``map_reduce`` strategy: read every chunk in parallel, then combine what was found.
 
-**Map.** The context is cut into chunks (:func:`ponder.chunking.chunk_context`) sized so that one
+**Map.** The context is cut into chunks (:func:`ponder.context.chunking.chunk_context`) sized so that one
 chunk, the question and the instructions fit the model's window. Each chunk is one ``extract``
 call (``role="map"``), run through ``services.map`` under the concurrency cap, giving a
-:class:`ponder.results.ChunkResult` (``relevant_info``, ``confidence``, and the chunk's first
+:class:`ponder.support.results.ChunkResult` (``relevant_info``, ``confidence``, and the chunk's first
 ``path:line`` in ``metadata["citation"]``). A chunk whose call fails is listed in the draft's
 ``failures`` and the others still count. With ``skip_empty`` (the default) results that found
 nothing (confidence ``none``, or a bare ``NOT FOUND``) are dropped before the reduce.
@@ -26,7 +26,7 @@ failures, no combine call is made, and the draft holds the findings so far under
 the run stopped.
 
 **Retrieval.** With ``top_k`` set and a retriever configured (``[retriever] name = "bm25"`` or
-``"embeddings"``), the chunks are indexed with :meth:`ponder.services.Services.index` (which loads
+``"embeddings"``), the chunks are indexed with :meth:`ponder.engine.services.Services.index` (which loads
 the index from the run store when the same chunks were indexed before with the same retriever
 settings) and only the ``top_k`` chunks the retriever ranks best are read, in document order:
 then ``n = top_k`` in the formula above, ``chunks_total`` still counts every chunk and
@@ -79,7 +79,7 @@ class MapReduceStrategy:
 
     def plan_chunks(self, question: str, context: Any, services: Any) -> list[Any]:
         """The chunks this strategy would read for ``question`` (before retrieval)."""
-        from ponder.chunking import chunk_context
+        from ponder.context.chunking import chunk_context
         from ponder.plugins._common import prompt_room, require_room, resolve_chunk_tokens
         from ponder.plugins._signatures import extract_signature
 
@@ -90,8 +90,8 @@ class MapReduceStrategy:
         return chunk_context(context, chunk_tokens=chunk_tokens, overlap_tokens=overlap)
 
     def run(self, question: str, context: Any, services: Any) -> Any:
-        from ponder.answer import Draft
-        from ponder.observability import SpanType
+        from ponder.engine.answer import Draft
+        from ponder.support.observability import SpanType
         from ponder.plugins._common import (
             NOTHING_FOUND,
             format_finding,
@@ -102,7 +102,7 @@ class MapReduceStrategy:
             stopped_note,
         )
         from ponder.plugins._signatures import extract_signature
-        from ponder.results import ChunkResult
+        from ponder.support.results import ChunkResult
 
         settings = self.settings
         signature = extract_signature()
@@ -167,7 +167,7 @@ class MapReduceStrategy:
         top_k = self.settings.top_k
         if not top_k or getattr(services, "retriever", None) is None or top_k >= len(chunks):
             return chunks
-        from ponder.observability import SpanType
+        from ponder.support.observability import SpanType
 
         retriever = services.index(chunks)  # built, or loaded from the run store
         if retriever is None:

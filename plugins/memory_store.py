@@ -22,6 +22,7 @@ import attrs
 
 from ponder import hookimpl
 from ponder.errors import PonderError
+from ponder.plugins._records import MemoryRecords
 from ponder.plugins.sqlite_store import (
     HEAVY_RUN_FIELDS,
     RESULT_FIELDS,
@@ -43,7 +44,7 @@ class MemorySettings:
                                        validator=attrs.validators.instance_of(bool))
 
 
-class MemoryStorage:
+class MemoryStorage(MemoryRecords):
     """Runs, calls, spans and artifacts in dicts behind one lock."""
 
     location = ":memory:"
@@ -56,6 +57,7 @@ class MemoryStorage:
         self._calls: dict[str, list[dict[str, Any]]] = {}
         self._spans: dict[str, list[dict[str, Any]]] = {}
         self._artifacts: dict[tuple[str, str], bytes] = {}
+        self._records: dict[tuple[str, str], str] = {}
         self._closed = False
 
     def _check_open(self) -> None:

@@ -26,7 +26,7 @@ import attrs
 
 from ponder import hookimpl
 from ponder.errors import ConfigError
-from ponder.kinds import ModelInfo
+from ponder.kernel.kinds import ModelInfo
 from ponder.plugins.litellm_adapter import (
     build_litellm_lm,
     check_extra,
@@ -34,7 +34,7 @@ from ponder.plugins.litellm_adapter import (
     non_negative_or_none,
     reveal_key,
 )
-from ponder.secrets import Secret
+from ponder.support.secrets import Secret
 
 if TYPE_CHECKING:  # pragma: no cover
     import dspy

@@ -109,7 +109,7 @@ def react_module_class() -> type:
         import dspy
         from dspy.utils.exceptions import AdapterParseError, ContextWindowExceededError
 
-        from ponder.services import LimitReached
+        from ponder.engine.services import LimitReached
 
         class BoundedReAct(dspy.ReAct):
             """``dspy.ReAct`` whose failing tools and bad steps never crash the run."""
@@ -247,7 +247,7 @@ class ReactPredictor:
         names = list(self.settings.tools) if self.settings.tools is not None else list(tools)
         for name in names:
             if name not in tools:
-                from ponder.registry import did_you_mean
+                from ponder.kernel.registry import did_you_mean
 
                 suggestion = did_you_mean(name, available)
                 hint = f"; did you mean {suggestion!r}?" if suggestion else ""

@@ -1,9 +1,9 @@
 """The ``retrieve_then_read`` strategy: rank the chunks with the retriever, read only the best.
 
-**Retrieve.** The context is cut into chunks (:func:`ponder.chunking.chunk_context`), smaller
+**Retrieve.** The context is cut into chunks (:func:`ponder.context.chunking.chunk_context`), smaller
 than ``map_reduce``'s by default (at most :data:`DEFAULT_CHUNK_TOKENS`, since a retriever ranks
 small chunks more sharply), and indexed with the run's retriever through
-:meth:`ponder.services.Services.index`, which loads a stored index when the same sources were
+:meth:`ponder.engine.services.Services.index`, which loads a stored index when the same sources were
 indexed before with the same retriever settings. ``retriever.search(question, top_k)`` then
 ranks them; hits below ``min_score`` (when set) are dropped.
 
@@ -91,7 +91,7 @@ class RetrieveThenReadStrategy:
 
     def plan_chunks(self, question: str, context: Any, services: Any) -> list[Any]:
         """The chunks the retriever ranks."""
-        from ponder.chunking import chunk_context
+        from ponder.context.chunking import chunk_context
         from ponder.plugins._common import resolve_chunk_tokens
 
         configured = self.settings.chunk_tokens
@@ -103,7 +103,7 @@ class RetrieveThenReadStrategy:
 
     def retrieve(self, question: str, chunks: list[Any], services: Any) -> list[Any]:
         """The chunks to read, best first."""
-        from ponder.observability import SpanType
+        from ponder.support.observability import SpanType
 
         settings = self.settings
         if settings.top_k >= len(chunks) and settings.min_score is None:
@@ -122,9 +122,9 @@ class RetrieveThenReadStrategy:
         return [chunk for chunk, _score in hits]
 
     def run(self, question: str, context: Any, services: Any) -> Any:
-        from ponder.answer import Draft
+        from ponder.engine.answer import Draft
         from ponder.errors import ConfigError
-        from ponder.observability import SpanType
+        from ponder.support.observability import SpanType
         from ponder.plugins._common import (
             NOTHING_FOUND,
             format_finding,
@@ -134,7 +134,7 @@ class RetrieveThenReadStrategy:
             stopped_note,
         )
         from ponder.plugins._signatures import answer_signature
-        from ponder.results import ChunkResult
+        from ponder.support.results import ChunkResult
 
         if getattr(services, "retriever", None) is None:
             raise ConfigError(NO_RETRIEVER)

@@ -304,7 +304,7 @@ def _call_args(snapshot: Any) -> str:
 
 
 def _is_limit(exc: BaseException) -> bool:
-    from ponder.services import LimitReached
+    from ponder.engine.services import LimitReached
 
     return isinstance(exc, LimitReached)
 
@@ -351,12 +351,12 @@ class RLMStrategy:
         import dspy
         from dspy.primitives.code_interpreter import CodeInterpreterError
 
-        from ponder.answer import Draft
+        from ponder.engine.answer import Draft
         from ponder.errors import PonderError
-        from ponder.observability import SpanType
+        from ponder.support.observability import SpanType
         from ponder.plugins._common import render_documents
         from ponder.plugins._signatures import rlm_signature
-        from ponder.services import LimitReached
+        from ponder.engine.services import LimitReached
 
         settings = self.settings
         self.refused = []
@@ -410,8 +410,8 @@ class RLMStrategy:
         from ponder.errors import PonderError
         from ponder.plugins._common import prompt_room, truncate_tokens
         from ponder.plugins._signatures import sub_query_signature
-        from ponder.results import ChunkResult
-        from ponder.services import LimitReached
+        from ponder.support.results import ChunkResult
+        from ponder.engine.services import LimitReached
 
         limit = self.settings.max_llm_calls
         used = 0

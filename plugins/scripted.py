@@ -3,7 +3,7 @@
 It never talks to a network. Each call is answered by the first matching **rule**, else the next
 unused entry of **replies**, else **default**; every reply is shaped for whichever DSPy adapter
 wrote the prompt (ChatAdapter's ``[[ ## field ## ]]`` sections, JSONAdapter's JSON object, or
-XMLAdapter's tags) by :func:`ponder.testing.dspy_format.format_for_dspy`, so DSPy parses it.
+XMLAdapter's tags) by :func:`ponder.support.dspy_format.format_for_dspy`, so DSPy parses it.
 
 Config example::
 
@@ -68,7 +68,7 @@ import attrs
 
 from ponder import hookimpl
 from ponder.errors import ConfigError, PonderError
-from ponder.kinds import ModelInfo
+from ponder.kernel.kinds import ModelInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     import dspy
@@ -227,7 +227,7 @@ class ScriptEngine:
 
         Returns the call's record (the dict appended to :attr:`calls`).
         """
-        from ponder.testing.dspy_format import format_for_dspy
+        from ponder.support.dspy_format import format_for_dspy
 
         prompt = "\n\n".join(m["content"] for m in messages)
         with self._lock:

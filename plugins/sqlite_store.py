@@ -6,7 +6,7 @@ are committed at once, so a process killed mid-run (even with SIGKILL) leaves a 
 in which that run still says ``running``; ``list_runs``/``get_run`` then report it as
 ``incomplete`` once its process (recorded with the run, with the host name) is gone.
 
-Nothing secret is written: every record goes through :func:`ponder.secrets.clean_secrets`
+Nothing secret is written: every record goes through :func:`ponder.support.secrets.clean_secrets`
 (values under secret-looking keys masked, registered secrets and key-shaped strings redacted)
 whatever the caller already did. The prompt and reply text of LM calls is dropped unless
 ``record_prompts`` is on (their sizes are always kept).
@@ -44,7 +44,8 @@ import attrs
 
 from ponder import hookimpl
 from ponder.errors import PonderError
-from ponder.secrets import clean_secrets, redact
+from ponder.plugins._records import SQLiteRecords
+from ponder.support.secrets import clean_secrets, redact
 
 PONDER_PLUGIN_API = 1
 
@@ -291,10 +292,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX calls_by_run ON calls (run_id, seq)",
         "CREATE INDEX spans_by_run ON spans (run_id, seq)",
     ),
+    # 3: keyed JSON records for the subsystems (eval examples, sessions, batch jobs, studies)
+    (
+        """CREATE TABLE records (
+            namespace TEXT NOT NULL,
+            key TEXT NOT NULL,
+            data TEXT NOT NULL,
+            updated_at REAL,
+            PRIMARY KEY (namespace, key)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_OUR_TABLES = frozenset({"schema_version", "runs", "calls", "spans", "artifacts",
+_OUR_TABLES = frozenset({"schema_version", "runs", "calls", "spans", "artifacts", "records",
                          "sqlite_sequence"})
 _RUN_COLUMNS = (*RUN_FIELDS, "pid", "hostname", *RESULT_FIELDS, "finished_at")
 _CALL_COLUMNS = CALL_FIELDS
@@ -355,11 +366,11 @@ def _check_version(version: int | None, location: str) -> None:
 
 
 # --- the storage ----------------------------------------------------------------------------------
-class SQLiteStorage:
+class SQLiteStorage(SQLiteRecords):
     """Runs, calls, spans and artifacts in one SQLite file (see the module docstring)."""
 
     def __init__(self, settings: SQLiteSettings | None = None) -> None:
-        from ponder.fileutils import get_data_dir
+        from ponder.support.fileutils import get_data_dir
 
         self.settings = settings or SQLiteSettings()
         if self.settings.path:

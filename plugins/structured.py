@@ -1,10 +1,10 @@
 """The ``structured`` predictor: typed outputs, validated against the signature's annotations.
 
 Every output field's annotation (``float``, ``list[str]``, ``Literal[...]``, a pydantic model, or
-one of :mod:`ponder.schema`'s types such as ``Probability`` and ``Embedding(384)``) is enforced,
+one of :mod:`ponder.signatures.schema`'s types such as ``Probability`` and ``Embedding(384)``) is enforced,
 constraints included: DSPy itself parses a reply into the field's bare type, so a probability of
 ``1.7`` would pass it; this predictor then checks each value with
-:func:`ponder.schema.validate_value` and never accepts one that does not fit.
+:func:`ponder.signatures.schema.validate_value` and never accepts one that does not fit.
 
 What happens on every call, deterministically:
 
@@ -18,7 +18,7 @@ What happens on every call, deterministically:
 
 So a prediction costs one LM call, or two when the first reply does not fit. The predictor
 chooses these adapters itself: a run's configured DSPy adapter does not apply to it. Output fields
-whose type carries a :class:`ponder.schema.Describe` note get that note in their description, so
+whose type carries a :class:`ponder.signatures.schema.Describe` note get that note in their description, so
 the model is told the constraint (``a probability in [0, 1]``) and not just ``float``.
 
 Config example::
@@ -51,7 +51,7 @@ _PYDANTIC_LINE = re.compile(r"^\s+(\S.*?)\s+\[type=", re.MULTILINE)
 class StructuredOutputError(PonderError):
     """The model's reply did not fit the signature's output types, even after the JSON retry."""
 
-    #: a reply that does not fit is not a transient provider error: ponder.retry leaves it
+    #: a reply that does not fit is not a transient provider error: ponder.support.retry leaves it
     retryable = False
 
     def __init__(self, message: str, *, signature: str, field: str | None,
@@ -75,7 +75,7 @@ def _signature_name(signature: Any) -> str:
 
 def _parse_problem(error: Exception, annotations: dict[str, Any]) -> tuple[str | None, str]:
     """(field, message) for an ``AdapterParseError``."""
-    from ponder.schema import describe
+    from ponder.signatures.schema import describe
 
     text = str(error)
     found = _PARSE_FIELD.search(text)
@@ -97,7 +97,7 @@ def _parse_problem(error: Exception, annotations: dict[str, Any]) -> tuple[str |
 
 def _with_notes(signature: Any) -> Any:
     """``signature`` with each noted output type's :class:`Describe` text in its description."""
-    from ponder.schema import schema_note
+    from ponder.signatures.schema import schema_note
 
     for name, field in signature.output_fields.items():
         note = schema_note(field.rebuild_annotation())
@@ -126,7 +126,7 @@ def structured_module_class() -> type:
         from dspy.signatures.signature import ensure_signature
         from dspy.utils.exceptions import AdapterParseError
 
-        from ponder.schema import SchemaError, validate_value
+        from ponder.signatures.schema import SchemaError, validate_value
 
         class StructuredPredict(dspy.Module):
             """One ``dspy.Predict`` whose outputs are validated, retried once as JSON."""

@@ -1,6 +1,6 @@
 """First-party tools for agent predictors (``react``): search, read and list the run's documents.
 
-Each tool is bound to the run's :class:`ponder.sources.Context` and reads only the documents
+Each tool is bound to the run's :class:`ponder.context.sources.Context` and reads only the documents
 already loaded in memory: never the filesystem, never the network (a model decides what to call
 and with which arguments). Every tool returns text, bounded in size, and answers bad arguments
 (an invalid regex, an unknown path, a range past the end) with a message the model can act on
@@ -214,7 +214,7 @@ class ReadLines:
     """``read_lines``: numbered lines of one document."""
 
     def make(self, context: Any) -> Callable[..., str]:
-        from ponder.chunking import Piece
+        from ponder.context.chunking import Piece
 
         files = _Documents(context)
 
@@ -291,7 +291,7 @@ class ListFiles:
 
 def _module_of(path: str) -> str:
     """``"module a.b, "`` for a Python file (so an agent can map ``import a.b`` to its file)."""
-    from ponder.fileutils import path_to_module
+    from ponder.support.fileutils import path_to_module
 
     if not path.endswith(".py"):
         return ""

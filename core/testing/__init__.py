@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from ponder.loader import PluginSet, load_plugins
+from ponder.kernel.loader import PluginSet, load_plugins
 
 
 def plugin_set(*plugins: Any, entry_points: bool = False, strict: bool = True,

@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from ponder.kinds import KIND_PROTOCOLS, ModelInfo
-from ponder.loader import PluginSet, load_plugins
+from ponder.kernel.kinds import KIND_PROTOCOLS, ModelInfo
+from ponder.kernel.loader import PluginSet, load_plugins
 
 HEAVY_MODULES = ("dspy", "litellm", "llama_cpp", "torch", "sentence_transformers")
 
@@ -49,7 +49,7 @@ class ComponentConformance:
         return self.load().get(self.kind, self.name)
 
     def build_settings(self) -> Any:
-        from ponder.config import structure_settings
+        from ponder.kernel.config import structure_settings
 
         entry = self.registration()
         if entry.settings is None:
@@ -312,6 +312,29 @@ class StorageConformance(ComponentConformance):
             assert storage.get_artifact("index", "k2") is None
             assert storage.get_artifact("missing", "k1") is None
 
+    def test_records_put_get_list_delete(self, tmp_path: Path) -> None:
+        with self.fresh_storage(tmp_path) as storage:
+            assert storage.get_record("eval", "a/1") is None
+            storage.put_record("eval", "a/2", {"score": 0.5})
+            storage.put_record("eval", "a/1", {"score": 1.0, "tags": ["x"]})
+            storage.put_record("eval", "a_1", {"score": 0.0})  # `_` is no wildcard
+            storage.put_record("session", "a/1", {"turns": []})
+            storage.put_record("eval", "a/2", {"score": 0.75})  # overwrite
+            assert storage.get_record("eval", "a/1") == {"score": 1.0, "tags": ["x"]}
+            assert storage.list_records("eval", "a/") == [("a/1", {"score": 1.0, "tags": ["x"]}),
+                                                          ("a/2", {"score": 0.75})]
+            assert [k for k, _ in storage.list_records("eval")] == ["a/1", "a/2", "a_1"]
+            assert storage.delete_record("eval", "a/1") is True
+            assert storage.delete_record("eval", "a/1") is False
+            assert storage.get_record("eval", "a/1") is None
+            assert storage.get_record("session", "a/1") == {"turns": []}
+
+    def test_records_hold_no_secrets(self, tmp_path: Path) -> None:
+        secret = "sk-conformance-0123456789abcdef"
+        with self.fresh_storage(tmp_path) as storage:
+            storage.put_record("session", "s", {"config": {"api_key": secret}})
+            assert secret not in str(storage.get_record("session", "s"))
+
     def test_unfinished_run_stays_visible(self, tmp_path: Path) -> None:
         storage = self.make_storage(tmp_path)
         try:
@@ -365,7 +388,7 @@ class ToolConformance(ComponentConformance):
     kind: ClassVar[str] = "tool"
 
     def sample_context(self) -> Any:
-        from ponder.sources import Context, Document
+        from ponder.context.sources import Context, Document
 
         return Context([Document("src/app.py", "PORT = 8080\ndef main():\n    return PORT\n")])
 
@@ -380,6 +403,6 @@ class ToolConformance(ComponentConformance):
             "every tool parameter needs a type hint (it becomes the tool's schema)")
 
     def test_binds_to_an_empty_context(self) -> None:
-        from ponder.sources import Context
+        from ponder.context.sources import Context
 
         assert callable(self.make().make(Context([])))

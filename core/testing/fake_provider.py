@@ -41,7 +41,7 @@ Every other prompt (the sub-calls included) gets the mode's reply, so with ``mod
 sub-call is answered by the oracle.
 
 Header ``X-Fake-Reply: <text>`` forces the reply text. Replies go through
-:func:`ponder.testing.dspy_format.format_for_dspy` (unless ``dspy_format=False``), so a DSPy
+:func:`ponder.support.dspy_format.format_for_dspy` (unless ``dspy_format=False``), so a DSPy
 program parses them: ChatAdapter sections, or a JSON object when the request has a JSON
 ``response_format`` or the prompt was written by JSONAdapter. Plain prompts get plain text.
 
@@ -99,7 +99,7 @@ from urllib.parse import urlsplit
 import attrs
 from attrs import validators as v
 
-from ponder.testing.dspy_format import format_for_dspy, message_text
+from ponder.support.dspy_format import format_for_dspy, message_text
 
 __all__ = [
     "FAILURE_KINDS",

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from dspy.utils.exceptions import LMError
 
-from ponder.config import structure_settings
+from ponder.kernel.config import structure_settings
 from ponder.errors import ConfigError
 from ponder.plugins.gemini import DEFAULT_MODEL, GeminiAdapter, GeminiSettings
 from ponder.plugins.litellm_adapter import (
@@ -272,7 +272,7 @@ class GeminiStub:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def answer(self, body: dict[str, Any]) -> dict[str, Any]:
-        from ponder.testing.dspy_format import format_for_dspy
+        from ponder.support.dspy_format import format_for_dspy
 
         system = " ".join(
             p.get("text", "") for p in body.get("system_instruction", {}).get("parts", [])

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ponder.testing.dspy_format import detect_output_fields, format_for_dspy
+from ponder.support.dspy_format import detect_output_fields, format_for_dspy
 from ponder.testing.fake_provider import (
     FAULT_KINDS,
     FakeProvider,

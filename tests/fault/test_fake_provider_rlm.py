@@ -14,8 +14,8 @@ import pytest
 
 from ponder.plugins import predict, rlm
 from ponder.plugins.openai_compatible import OpenAICompatibleAdapter, OpenAICompatibleSettings
-from ponder.services import Services
-from ponder.sources import Context, Document
+from ponder.engine.services import Services
+from ponder.context.sources import Context, Document
 from ponder.testing import plugin_set
 from ponder.testing.fake_provider import (
     FakeProvider,

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from ponder.config import structure_settings
-from ponder.fallback import (
+from ponder.kernel.config import structure_settings
+from ponder.engine.fallback import (
     AdapterAuthError,
     AllAdaptersFailed,
     ChainLink,
@@ -27,8 +27,8 @@ from ponder.fallback import (
 from ponder.plugins.litellm_adapter import LiteLLMAdapter, LiteLLMSettings
 from ponder.plugins.openai_compatible import OpenAICompatibleAdapter, OpenAICompatibleSettings
 from ponder.plugins.predict import PredictPredictor
-from ponder.retry import RetryPolicy, is_retryable
-from ponder.services import Services
+from ponder.support.retry import RetryPolicy, is_retryable
+from ponder.engine.services import Services
 from ponder.testing import run_cli
 from ponder.testing.fake_provider import FakeProvider
 
@@ -114,7 +114,7 @@ def chat_requests(fake: FakeProvider) -> int:
 def test_primary_always_down_every_call_served_by_the_fallback(dspy, caplog):
     with down() as primary, provider() as backup:
         lm = chain(compatible(primary), litellm(backup))
-        with caplog.at_level(logging.INFO, logger="ponder.fallback"):
+        with caplog.at_level(logging.INFO, logger="ponder.engine.fallback"):
             answers = [ask(dspy, lm) for _ in range(5)]
             assert lm.served_by() == "litellm"
         assert answers == ["Paris"] * 5
@@ -246,7 +246,7 @@ def test_primary_401_opens_at_once_and_is_never_retried(dspy, monkeypatch, caplo
     clock = FakeClock()
     with provider(api_key=RIGHT_KEY) as primary, provider() as backup:
         lm = chain(compatible(primary, api_key="$env:PRIMARY_KEY"), litellm(backup), clock=clock)
-        with caplog.at_level(logging.DEBUG, logger="ponder.fallback"):
+        with caplog.at_level(logging.DEBUG, logger="ponder.engine.fallback"):
             assert ask(dspy, lm) == "Paris"
             clock.now = 10_000  # far past any cooldown: a rejected key does not heal
             assert ask(dspy, lm) == "Paris"

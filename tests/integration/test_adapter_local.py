@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from ponder.config import structure_settings
+from ponder.kernel.config import structure_settings
 from ponder.errors import ConfigError
 from ponder.plugins import local
 from ponder.plugins.local import LocalAdapter, LocalSettings

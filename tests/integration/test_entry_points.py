@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ponder.loader import PluginLoadError, load_plugins
+from ponder.kernel.loader import PluginLoadError, load_plugins
 
 GOOD = textwrap.dedent('''
     from ponder import hookimpl

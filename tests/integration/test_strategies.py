@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from ponder.answer import extract_citations
-from ponder.chunking import estimate_tokens
+from ponder.engine.answer import extract_citations
+from ponder.context.chunking import estimate_tokens
 from ponder.errors import PonderError
 from ponder.plugins import (
     _common,
@@ -32,8 +32,8 @@ from ponder.plugins import (
     rlm,
 )
 from ponder.plugins.scripted import ScriptedAdapter, ScriptedSettings
-from ponder.services import Services
-from ponder.sources import Context, Document, load_sources
+from ponder.engine.services import Services
+from ponder.context.sources import Context, Document, load_sources
 from ponder.testing import plugin_set, rlm_needle_script
 from ponder.testing.conformance import StrategyConformance
 
@@ -336,7 +336,7 @@ def test_iterative_reads_chunks_in_order_then_answers(codebase) -> None:
     services = make_services(oracle_rules(path, line))
     it = strategy("iterative")
     chunk_tokens, _notes = it.budgets(QUESTION, services)
-    from ponder.chunking import chunk_context
+    from ponder.context.chunking import chunk_context
 
     n = len(chunk_context(context, chunk_tokens=chunk_tokens))
     draft = it.run(QUESTION, context, services)

@@ -22,8 +22,8 @@ import tomli_w
 
 from ponder.plugins import predict, rlm
 from ponder.plugins.scripted import ScriptedAdapter, ScriptedSettings
-from ponder.services import Services
-from ponder.sources import load_sources
+from ponder.engine.services import Services
+from ponder.context.sources import load_sources
 from ponder.testing import plugin_set, run_cli
 
 pytestmark = pytest.mark.slow

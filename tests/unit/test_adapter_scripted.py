@@ -12,9 +12,9 @@ import threading
 import dspy
 import pytest
 
-from ponder.config import structure_settings
+from ponder.kernel.config import structure_settings
 from ponder.errors import ConfigError
-from ponder.kinds import Adapter, ModelInfo
+from ponder.kernel.kinds import Adapter, ModelInfo
 from ponder.plugins import scripted
 from ponder.plugins.scripted import (
     ScriptedAdapter,

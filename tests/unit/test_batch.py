@@ -1,4 +1,4 @@
-"""ponder.batch: JSONL files, polling, and streaming downloads against a real local server."""
+"""ponder.support.batch: JSONL files, polling, and streaming downloads against a real local server."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ponder.batch import (
+from ponder.support.batch import (
     BatchPoller,
     BatchRequest,
     DownloadError,
@@ -22,7 +22,7 @@ from ponder.batch import (
     safe_url,
     stream_download,
 )
-from ponder.retry import RetryPolicy, is_retryable
+from ponder.support.retry import RetryPolicy, is_retryable
 
 # -- requests and JSONL ----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from ponder.chunking import (
+from ponder.context.chunking import (
     MIN_CHUNK_TOKENS,
     Chunk,
     Piece,
@@ -18,7 +18,7 @@ from ponder.chunking import (
     default_chunk_tokens,
     estimate_tokens,
 )
-from ponder.sources import Context, Document
+from ponder.context.sources import Context, Document
 
 
 def ctx(*documents: Document) -> Context:

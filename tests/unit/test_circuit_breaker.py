@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from ponder.fallback import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from ponder.engine.fallback import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 class FakeClock:

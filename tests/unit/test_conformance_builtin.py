@@ -71,7 +71,7 @@ def test_every_first_party_plugin_has_a_conformance_suite():
     import ast
     from pathlib import Path
 
-    from ponder.loader import load_plugins
+    from ponder.kernel.loader import load_plugins
 
     plugins = load_plugins(strict=True)
     registered = {(kind, name)
@@ -85,7 +85,7 @@ def test_every_first_party_plugin_has_a_conformance_suite():
                 continue
             bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
             kind = next((k for k in ("Adapter", "Strategy", "Predictor", "Retriever", "Storage",
-                                     "Tool") if any(b.endswith(f"{k}Conformance") for b in bases)),
+                                     "Tool", "Metric", "Optimizer", "Executor", "Exporter") if any(b.endswith(f"{k}Conformance") for b in bases)),
                         None)
             for item in node.body:
                 if (kind and isinstance(item, (ast.Assign, ast.AnnAssign))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ponder.fallback import (
+from ponder.engine.fallback import (
     AdapterAuthError,
     AllAdaptersFailed,
     ChainLink,
@@ -19,9 +19,9 @@ from ponder.fallback import (
     failure_kind,
     key_variable,
 )
-from ponder.kinds import ModelInfo
-from ponder.retry import is_retryable
-from ponder.secrets import Secret
+from ponder.kernel.kinds import ModelInfo
+from ponder.support.retry import is_retryable
+from ponder.support.secrets import Secret
 
 
 class ProviderError(Exception):
@@ -69,7 +69,7 @@ def test_outage_falls_over_and_opens_the_breaker(caplog):
     chain = FallbackChain(links("a", "b"), breaker_failures=2, breaker_cooldown=10, clock=clock)
     script = Script(a=[ProviderError(503), ProviderError(500), ["from a"]],
                     b=[["b1"], ["b2"], ["b3"]])
-    with caplog.at_level(logging.INFO, logger="ponder.fallback"):
+    with caplog.at_level(logging.INFO, logger="ponder.engine.fallback"):
         assert chain.call(script) == ["b1"]
     assert "adapter a failed (server error (HTTP 503)); falling back to b" in caplog.text
     assert chain.served_by() == "b"

@@ -1,4 +1,4 @@
-"""ponder.fileutils: atomic writes, per-user dirs, linking, removal, syncing, module names."""
+"""ponder.support.fileutils: atomic writes, per-user dirs, linking, removal, syncing, module names."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from ponder import fileutils
-from ponder.fileutils import (
+from ponder.support import fileutils
+from ponder.support.fileutils import (
     atomic_write,
     get_cache_dir,
     get_config_dir,

@@ -9,8 +9,8 @@ import attrs
 import pytest
 
 from ponder import hookimpl
-from ponder.loader import PluginLoadError, load_plugins
-from ponder.registry import FrozenRegistryError
+from ponder.kernel.loader import PluginLoadError, load_plugins
+from ponder.kernel.registry import FrozenRegistryError
 from ponder.testing import plugin_set
 
 

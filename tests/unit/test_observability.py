@@ -1,4 +1,4 @@
-"""ponder.observability: spans, nesting across threads and tasks, the track decorator."""
+"""ponder.support.observability: spans, nesting across threads and tasks, the track decorator."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ponder.observability import (
+from ponder.support.observability import (
     Span,
     SpanType,
     Tracker,
@@ -20,7 +20,7 @@ from ponder.observability import (
     is_tracking_enabled,
     track,
 )
-from ponder.secrets import forget_secrets, register_secret
+from ponder.support.secrets import forget_secrets, register_secret
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""ponder.progress: counting in every mode, output in plain and rich modes."""
+"""ponder.support.progress: counting in every mode, output in plain and rich modes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import pytest
 from rich.console import Console
 
-from ponder.progress import ProgressContext, status_style
+from ponder.support.progress import ProgressContext, status_style
 
 
 class FakeClock:

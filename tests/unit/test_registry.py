@@ -2,7 +2,7 @@ import attrs
 import pytest
 
 from ponder import Registry
-from ponder.registry import (
+from ponder.kernel.registry import (
     DuplicateNameError,
     FrozenRegistryError,
     Provider,

@@ -1,4 +1,4 @@
-"""ponder.results: partial success is a value, not an exception."""
+"""ponder.support.results: partial success is a value, not an exception."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ponder.results import BatchResult, ChunkResult, FailedChunk
-from ponder.secrets import forget_secrets, register_secret
+from ponder.support.results import BatchResult, ChunkResult, FailedChunk
+from ponder.support.secrets import forget_secrets, register_secret
 
 
 def test_seed_usage() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from ponder.chunking import Chunk, Piece, estimate_tokens
-from ponder.config import structure_settings
+from ponder.context.chunking import Chunk, Piece, estimate_tokens
+from ponder.kernel.config import structure_settings
 from ponder.errors import ConfigError, PonderError
 from ponder.plugins import bm25, embeddings
 from ponder.testing.conformance import RetrieverConformance

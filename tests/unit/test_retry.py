@@ -1,4 +1,4 @@
-"""ponder.retry: what is retried, how long it waits, and how often."""
+"""ponder.support.retry: what is retried, how long it waits, and how often."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import attrs
 import httpx
 import pytest
 
-from ponder.retry import (
+from ponder.support.retry import (
     RetryPolicy,
     call_with_retry,
     is_retryable,

@@ -1,4 +1,4 @@
-"""ML schema types (ponder.schema): constraints, coercion, and the error messages they give."""
+"""ML schema types (ponder.signatures.schema): constraints, coercion, and the error messages they give."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 
 from ponder.errors import PonderError
-from ponder.schema import (
+from ponder.signatures.schema import (
     ConfidenceLabel,
     Describe,
     Embedding,
@@ -104,7 +104,7 @@ def test_describe_and_notes() -> None:
 
 
 def test_schema_errors_are_not_retried() -> None:
-    from ponder.retry import is_retryable
+    from ponder.support.retry import is_retryable
 
     with pytest.raises(SchemaError) as caught:
         validate_value(Probability, 2, field="p")
@@ -112,7 +112,7 @@ def test_schema_errors_are_not_retried() -> None:
 
 
 def test_importing_schema_does_not_import_dspy_or_pydantic() -> None:
-    code = ("import sys, ponder.schema; "
+    code = ("import sys, ponder.signatures.schema; "
             "print(','.join(m for m in ('dspy', 'litellm', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()

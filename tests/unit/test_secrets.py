@@ -1,4 +1,4 @@
-"""ponder.secrets: masking, redaction, log filtering and secret references."""
+"""ponder.support.secrets: masking, redaction, log filtering and secret references."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ponder.errors import ConfigError, PonderError
-from ponder.secrets import (
+from ponder.support.secrets import (
     MASK,
     MissingSecretError,
     Secret,

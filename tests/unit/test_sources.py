@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ponder import sources
+from ponder.context import sources
 from ponder.errors import PonderError
-from ponder.sources import (
+from ponder.context.sources import (
     SKIPPED_DIRS,
     Context,
     Document,

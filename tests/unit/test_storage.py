@@ -24,7 +24,7 @@ from ponder.plugins.sqlite_store import (
     apply_migrations,
     effective_status,
 )
-from ponder.secrets import MASK, forget_secrets, known_secrets, register_secret
+from ponder.support.secrets import MASK, forget_secrets, known_secrets, register_secret
 from ponder.testing.conformance import StorageConformance
 
 
@@ -62,7 +62,7 @@ class TestMemoryConformance(StorageConformance):
 
 # --- where the file goes ------------------------------------------------------------------------
 def test_default_path_is_the_isolated_data_dir() -> None:
-    from ponder.fileutils import get_data_dir
+    from ponder.support.fileutils import get_data_dir
 
     with SQLiteStorage() as storage:
         assert Path(storage.location) == get_data_dir() / "ponder.sqlite"
@@ -84,7 +84,7 @@ def test_memory_location() -> None:
 
 
 def test_settings_are_validated() -> None:
-    from ponder.config import structure_settings
+    from ponder.kernel.config import structure_settings
     from ponder.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"storage\.busy_timeout_s"):
@@ -383,8 +383,8 @@ def test_memory_store_cleans_secrets_too(planted_secrets) -> None:
 def runs_cli(tmp_path: Path | None = None, config=None, plugins=(sqlite_store, memory_store)):
     """A fresh click group holding only ``runs``, with an AppState built from ``config``."""
     from ponder.cli import AppState
-    from ponder.cli_runs import add_runs_command
-    from ponder.config import Config
+    from ponder.cli.runs import add_runs_command
+    from ponder.kernel.config import Config
     from ponder.testing import plugin_set
 
     @click.group()
@@ -486,8 +486,8 @@ def test_runs_show_unknown_and_ambiguous_ids(tmp_path: Path) -> None:
 
 
 def test_runs_path_and_the_configured_store(tmp_path: Path) -> None:
-    from ponder.config import Component, Config
-    from ponder.fileutils import get_data_dir
+    from ponder.kernel.config import Component, Config
+    from ponder.support.fileutils import get_data_dir
 
     default = runs_cli()("path")
     assert default.output.strip() == str(get_data_dir() / "ponder.sqlite")
@@ -509,7 +509,7 @@ def test_runs_through_the_real_command_line(tmp_path: Path, monkeypatch) -> None
     from importlib.metadata import entry_points
 
     from ponder import cli as ponder_cli
-    from ponder.cli_runs import add_runs_command
+    from ponder.cli.runs import add_runs_command
     from ponder.testing import run_cli
 
     group = click.Group()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from ponder import ModelInfo, hookimpl
-from ponder.secrets import Secret
+from ponder.support.secrets import Secret
 
 PONDER_PLUGIN_API = 1
 

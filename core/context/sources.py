@@ -25,7 +25,7 @@ from typing import TextIO
 import attrs
 import pathspec
 
-from ponder.chunking import tokens_for_chars
+from ponder.context.tokens import tokens_for_chars
 from ponder.errors import PonderError
 
 SKIPPED_DIRS = frozenset(

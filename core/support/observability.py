@@ -3,7 +3,7 @@
 A :class:`Tracker` records spans; nesting follows :mod:`contextvars`, so async tasks inherit
 their parent span, and a worker thread does too when its callable is wrapped with
 :func:`in_current_context` (plain threads start with an empty context). Error text and span
-attributes pass through :mod:`ponder.secrets` before they are kept, so traces hold no secrets.
+attributes pass through :mod:`ponder.support.secrets` before they are kept, so traces hold no secrets.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, TypeVar, overload
 
 import attrs
 
-from ponder.secrets import clean_secrets, redact
+from ponder.support.secrets import clean_secrets, redact
 
 log = logging.getLogger(__name__)
 

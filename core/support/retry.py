@@ -1,7 +1,7 @@
 """Retry with exponential backoff for transient provider errors (rate limits, 5xx, time-outs).
 
 Provider exceptions (litellm, openai) are recognised by class name so this module never imports
-them: ``import ponder.retry`` stays cheap and works without either installed.
+them: ``import ponder.support.retry`` stays cheap and works without either installed.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class FailedChunk:
     @classmethod
     def from_exception(cls, index: int, exc: BaseException, *, attempts: int = 1) -> FailedChunk:
         """Describe ``exc`` (secrets redacted) as the failure of chunk ``index``."""
-        from ponder.secrets import redact  # cheap, but keep this module dependency-free
+        from ponder.support.secrets import redact  # cheap, but keep this module dependency-free
 
         message = str(exc).strip() or type(exc).__name__
         kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__

@@ -36,8 +36,8 @@ from cattrs.errors import (
 )
 
 from ponder.errors import ConfigError
-from ponder.hookspecs import KINDS
-from ponder.registry import did_you_mean
+from ponder.kernel.hookspecs import KINDS
+from ponder.kernel.registry import did_you_mean
 
 CONFIG_FILENAME = "ponder.toml"
 ENV_PREFIX = "PONDER_"
@@ -53,6 +53,7 @@ DEFAULT_NAMES: dict[str, str | None] = {
     "predictor": "predict",
     "retriever": None,
     "storage": "sqlite",
+    "executor": None,  # None: Services' own thread pool
 }
 
 Path_ = tuple[str, ...]
@@ -104,7 +105,7 @@ class LimitsConfig:
 
 @attrs.define
 class CacheConfig:
-    """``[cache]``: the LM response cache (:mod:`ponder.cache`)."""
+    """``[cache]``: the LM response cache (:mod:`ponder.engine.cache`)."""
 
     #: serve a reply seen before from disk; ``ponder ask --no-cache`` turns it off for one run
     enabled: bool = True
@@ -119,7 +120,7 @@ class Component:
     name: str | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
     #: ``[adapter] fallbacks``: adapters tried in order when this one fails (a kernel key, never
-    #: passed to the plugin's settings; see :mod:`ponder.fallback`)
+    #: passed to the plugin's settings; see :mod:`ponder.engine.fallback`)
     fallbacks: list[str] = attrs.field(factory=list)
 
 
@@ -130,6 +131,12 @@ ADAPTERS_SECTION = "adapters"
 KERNEL_SECTIONS: dict[str, type] = {
     "plugins": PluginsConfig, "limits": LimitsConfig, "cache": CacheConfig,
 }
+
+#: Sections a subsystem validates itself (``config.section(name, cls)``): the kernel keeps them
+#: as raw tables with their origins, so it never imports the subsystem to know its settings.
+SUBSYSTEM_SECTIONS: tuple[str, ...] = (
+    "eval", "optimize", "pipeline", "sessions", "telemetry", "batch",
+)
 
 
 @attrs.define
@@ -144,6 +151,10 @@ class Config:
     predictor: Component = attrs.field(factory=lambda: Component(DEFAULT_NAMES["predictor"]))
     retriever: Component = attrs.field(factory=lambda: Component(DEFAULT_NAMES["retriever"]))
     storage: Component = attrs.field(factory=lambda: Component(DEFAULT_NAMES["storage"]))
+    executor: Component = attrs.field(factory=lambda: Component(DEFAULT_NAMES["executor"]))
+    #: the subsystem sections (:data:`SUBSYSTEM_SECTIONS`) as raw tables, validated by their
+    #: subsystem through :meth:`section`
+    sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     #: ``[adapters.<name>]`` sections: adapter name -> raw settings, validated later
     adapters: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     #: dotted key -> where its value came from (a file, an environment variable, a flag)
@@ -155,6 +166,17 @@ class Config:
         if kind not in KINDS:
             raise ConfigError(f"unknown component kind {kind!r} (kinds: {', '.join(KINDS)})")
         return getattr(self, kind)
+
+    def section(self, name: str, settings_cls: type | None = None) -> Any:
+        """A subsystem section: its raw table, or validated into ``settings_cls`` with errors
+        naming the file and key (``ponder.toml: eval.concurrency: …``)."""
+        if name not in SUBSYSTEM_SECTIONS:
+            raise ConfigError(f"unknown subsystem section {name!r} "
+                              f"(known: {', '.join(SUBSYSTEM_SECTIONS)})")
+        raw = self.sections.get(name, {})
+        if settings_cls is None:
+            return dict(raw)
+        return structure_settings(settings_cls, raw, section=name, origins=self.origins)
 
     def origin(self, dotted: str) -> str:
         return self.origins.get(dotted, "default")
@@ -220,8 +242,10 @@ class Config:
         if self.adapters:
             data[ADAPTERS_SECTION] = {name: dict(options)
                                       for name, options in self.adapters.items()}
+        for name, table in self.sections.items():
+            data[name] = dict(table)
         if masked:
-            from ponder.secrets import clean_secrets
+            from ponder.support.secrets import clean_secrets
 
             data = clean_secrets(data)
         return data
@@ -285,7 +309,7 @@ def _structure_str_list(value: Any, _: type) -> list[str]:
 
 
 def _structure_secret(value: Any, _: type) -> Any:
-    from ponder.secrets import Secret
+    from ponder.support.secrets import Secret
 
     if isinstance(value, Secret):
         return value
@@ -304,7 +328,7 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook_func(lambda t: t == list[str], _structure_str_list)
     try:
-        from ponder.secrets import Secret
+        from ponder.support.secrets import Secret
     except ImportError:  # pragma: no cover - the kernel always ships it
         pass
     else:
@@ -405,7 +429,7 @@ def _origin_for(origins: Mapping[str, str], dotted: str, section: str) -> str:
 
 # --- reading the layers --------------------------------------------------------------------------
 def user_config_path() -> Path:
-    from ponder.fileutils import get_config_dir
+    from ponder.support.fileutils import get_config_dir
 
     return Path(get_config_dir()) / CONFIG_FILENAME
 
@@ -477,7 +501,7 @@ def _env_layer(environ: Mapping[str, str]) -> Iterator[tuple[Path_, Any, str]]:
     for variable, path in plugin_switches.items():
         if variable in environ:
             yield path, EnvString(environ[variable]), variable
-    sections = (*KERNEL_SECTIONS, *KINDS, ADAPTERS_SECTION)
+    sections = (*KERNEL_SECTIONS, *KINDS, ADAPTERS_SECTION, *SUBSYSTEM_SECTIONS)
     for variable in sorted(environ):
         if not variable.startswith(ENV_PREFIX) or variable in RESERVED_ENV:
             continue
@@ -550,7 +574,7 @@ def load_config(
 def _build(layers: _Layers, files: list[str]) -> Config:
     origins = {".".join(path): origin for path, origin in layers.origins.items()}
     errors: list[str] = []
-    known_sections = [*KERNEL_SECTIONS, *KINDS, ADAPTERS_SECTION]
+    known_sections = [*KERNEL_SECTIONS, *KINDS, ADAPTERS_SECTION, *SUBSYSTEM_SECTIONS]
     for section in sorted({path[0] for path in layers.values}):
         if section not in known_sections:
             suggestion = did_you_mean(section, known_sections)
@@ -592,6 +616,10 @@ def _build(layers: _Layers, files: list[str]) -> Config:
                           f"adapter's settings ([{dotted}]), got {_describe(options)}")
             continue
         config.adapters[name] = options
+    for name in SUBSYSTEM_SECTIONS:
+        table = layers.nested(name)
+        if table:
+            config.sections[name] = table
     if errors:
         raise ConfigError("\n".join(errors))
     return config
@@ -603,7 +631,7 @@ def check_components(config: Config, plugin_set: Any) -> list[Any]:
     Returns the settings instances (kind order); raises ConfigError listing every problem:
     unknown plugin names (with a suggestion) and invalid plugin settings.
     """
-    from ponder.registry import RegistryError
+    from ponder.kernel.registry import RegistryError
 
     errors: list[str] = []
     settings: list[Any] = []
@@ -631,7 +659,7 @@ def check_components(config: Config, plugin_set: Any) -> list[Any]:
 
 def _adapter_chain_errors(config: Config, plugin_set: Any) -> list[str]:
     """Problems with ``[adapter] fallbacks`` and the ``[adapters.<name>]`` sections."""
-    from ponder.registry import RegistryError
+    from ponder.kernel.registry import RegistryError
 
     errors: list[str] = []
     primary = config.adapter.name

@@ -18,7 +18,7 @@ Config (see docs/configuration.md, "Fallbacks and circuit breakers")::
 :class:`FallbackLM` is the ``dspy.BaseLM`` the run uses. For each call it tries the adapters in
 order, skipping those whose :class:`CircuitBreaker` is open:
 
-- a **provider outage** (a retryable error per :func:`ponder.retry.is_retryable`: 429, 5xx,
+- a **provider outage** (a retryable error per :func:`ponder.support.retry.is_retryable`: 429, 5xx,
   time-outs, connection errors; or a malformed or empty reply) counts against that adapter's
   breaker and moves on to the next adapter;
 - an **auth error** (HTTP 401/403) opens that adapter's breaker for good (a key does not heal)
@@ -27,12 +27,12 @@ order, skipping those whose :class:`CircuitBreaker` is open:
   and is raised at once: another provider would refuse the same request.
 
 When every adapter failed or is open, :class:`AllAdaptersFailed` lists each adapter and why. It is
-retryable (``retryable = True``, which :func:`ponder.retry.is_retryable` reads first) when at
+retryable (``retryable = True``, which :func:`ponder.support.retry.is_retryable` reads first) when at
 least one adapter failed transiently or only waits for its cooldown, so ponder's single retry
-layer (``call_with_retry`` in :meth:`ponder.services.Services.predict`, around the whole chain;
+layer (``call_with_retry`` in :meth:`ponder.engine.services.Services.predict`, around the whole chain;
 litellm's retries are off) backs off and tries the chain again. An auth error with no adapter
 left raises :class:`AdapterAuthError` at once: it names the adapter and the variable its key came
-from, never the key (messages go through :func:`ponder.secrets.redact`).
+from, never the key (messages go through :func:`ponder.support.secrets.redact`).
 
 A chain of one adapter (no ``fallbacks``) is transparent: no breaker (there is nothing to fall back
 to, so failing fast would only refuse calls the retry layer could still make), the adapter's own
@@ -48,7 +48,7 @@ the chain raises into ``LMUnexpectedError``. The deprecated ``forward()`` interf
 Which adapter served a call: :meth:`FallbackLM.served_by` (the latest call on the current thread)
 and :meth:`FallbackLM.stats` (per adapter: served, failed, skipped_open, state).
 
-Planning: the chain's :class:`~ponder.kinds.ModelInfo` (:func:`chain_model_info`) has the
+Planning: the chain's :class:`~ponder.kernel.kinds.ModelInfo` (:func:`chain_model_info`) has the
 smallest context window and ``max_output_tokens`` of the chain, so a prompt planned for it fits
 whichever adapter serves it, and the primary's model name and prices (what a healthy run costs;
 :meth:`FallbackLM.model_info_of` gives each adapter's own).
@@ -68,11 +68,11 @@ from typing import Any
 import attrs
 
 from ponder.errors import PonderError
-from ponder.kinds import ModelInfo
-from ponder.retry import _class_names, _status_code, is_retryable, retry_after
-from ponder.secrets import redact
+from ponder.kernel.kinds import ModelInfo
+from ponder.support.retry import _class_names, _status_code, is_retryable, retry_after
+from ponder.support.secrets import redact
 
-log = logging.getLogger("ponder.fallback")
+log = logging.getLogger("ponder.engine.fallback")
 
 Clock = Callable[[], float]
 
@@ -261,7 +261,7 @@ class AllAdaptersFailed(PonderError):
     """Every adapter of the chain failed or was open; ``failures`` says each one's story.
 
     ``retryable`` is True when at least one failure was transient (an outage or a cooldown), so
-    :func:`ponder.retry.is_retryable` lets the retry layer back off and try the chain again;
+    :func:`ponder.support.retry.is_retryable` lets the retry layer back off and try the chain again;
     ``retry_after`` is the soonest hint (a provider's Retry-After, or a breaker's cooldown).
     """
 
@@ -300,7 +300,7 @@ def describe_auth_error(adapter: str, exc_or_status: BaseException | int | None,
 
     ``exc_or_status`` is the provider's error (its status is read from it) or the status itself.
     The provider's own message is left out: some echo the key they were sent. The result goes
-    through :func:`ponder.secrets.redact` all the same.
+    through :func:`ponder.support.secrets.redact` all the same.
     """
     return redact(f"adapter {adapter!r}: {_auth_text(exc_or_status, key_variable)}")
 
@@ -656,7 +656,7 @@ def _fallback_lm_class() -> type:
         import dspy
 
         class FallbackLM(dspy.BaseLM):
-            """A ``dspy.BaseLM`` over a chain of adapters' LMs; see :mod:`ponder.fallback`."""
+            """A ``dspy.BaseLM`` over a chain of adapters' LMs; see :mod:`ponder.engine.fallback`."""
 
             def __init__(self, links: Sequence[ChainLink | tuple[Any, ...]], *,
                          breaker_failures: int = 3, breaker_cooldown: float = 30.0,

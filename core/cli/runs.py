@@ -28,8 +28,8 @@ STATUS_COLOURS = {"ok": "green", "partial": "yellow", "failed": "red", "interrup
 @contextmanager
 def open_storage(ctx: click.Context) -> Iterator[Any]:
     """The configured storage (else ``sqlite``), closed afterwards."""
-    from ponder.cli import AppState
-    from ponder.system import System
+    from ponder.cli.app import AppState
+    from ponder.engine.system import System
 
     state = ctx.find_object(AppState) or ctx.ensure_object(AppState)
     system = System(state.config, plugins=state.plugins)
@@ -42,14 +42,14 @@ def open_storage(ctx: click.Context) -> Iterator[Any]:
 
 
 def _fail(ctx: click.Context, message: str, code: int = 1) -> None:
-    from ponder.secrets import redact
+    from ponder.support.secrets import redact
 
     click.echo(f"ponder: error: {redact(message)}", err=True)
     ctx.exit(code)
 
 
 def _json_out(data: Any) -> None:
-    from ponder.secrets import clean_secrets, redact
+    from ponder.support.secrets import clean_secrets, redact
 
     click.echo(redact(json.dumps(clean_secrets(data), indent=2, default=str)))
 
@@ -174,7 +174,7 @@ def add_runs_command(cli: click.Group) -> None:
 def _print_runs(runs: list[dict[str, Any]], location: str) -> None:
     from rich.table import Table
 
-    from ponder.secrets import redact
+    from ponder.support.secrets import redact
 
     console = _console()
     if not runs:
@@ -198,7 +198,7 @@ def _print_runs(runs: list[dict[str, Any]], location: str) -> None:
 def _print_run(run: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from ponder.secrets import redact
+    from ponder.support.secrets import redact
 
     console = _console()
     usage = run.get("usage") or {}

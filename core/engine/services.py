@@ -4,14 +4,14 @@ Strategies never import globals for these; the system builds one :class:`Service
 Every LM call goes through :meth:`Services.predict`, which
 
 - checks the limits first (cost, tokens, deadline, interrupt) and raises :class:`LimitReached`;
-- retries retryable provider errors with :func:`ponder.retry.call_with_retry` (the only retry
+- retries retryable provider errors with :func:`ponder.support.retry.call_with_retry` (the only retry
   layer: adapters build their LMs with litellm/dspy retries off);
-- records an ``LLM`` span on the run's :class:`ponder.observability.Tracker`;
+- records an ``LLM`` span on the run's :class:`ponder.support.observability.Tracker`;
 - adds the call's tokens and cost (from dspy's usage tracking and the model's prices) to
   :attr:`Services.usage`.
 
 :meth:`Services.map` runs a function over items (chunks) under the concurrency cap, drives the
-:class:`ponder.progress.ProgressContext`, and returns a :class:`ponder.results.BatchResult`:
+:class:`ponder.support.progress.ProgressContext`, and returns a :class:`ponder.support.results.BatchResult`:
 every item either succeeded or is listed as failed with its error, and a limit that stops the
 run leaves the rest listed as not processed, never silently dropped.
 """
@@ -26,13 +26,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ponder.answer import Usage
-from ponder.chunking import estimate_tokens
+from ponder.engine.answer import Usage
+from ponder.context.chunking import estimate_tokens
 from ponder.errors import PonderError
-from ponder.kinds import ModelInfo
-from ponder.observability import SpanType, Tracker, in_current_context
-from ponder.results import BatchResult, ChunkResult, FailedChunk
-from ponder.retry import RetryPolicy, call_with_retry
+from ponder.kernel.kinds import ModelInfo
+from ponder.support.observability import SpanType, Tracker, in_current_context
+from ponder.support.results import BatchResult, ChunkResult, FailedChunk
+from ponder.support.retry import RetryPolicy, call_with_retry
 
 log = logging.getLogger("ponder.run")
 T = TypeVar("T")
@@ -96,7 +96,7 @@ class Services:
         self.context = context
         #: kind -> (plugin name, settings) of the run's components: call records and cache keys
         self.names = names or {}
-        #: the LM response cache (:class:`ponder.cache.ResponseCache`), or None when off
+        #: the LM response cache (:class:`ponder.engine.cache.ResponseCache`), or None when off
         self.cache = cache
         #: called with a record of every LM call made through :meth:`predict` (the run store)
         self.on_call = on_call
@@ -200,7 +200,7 @@ class Services:
             key = None
             if (self.storage is not None and callable(getattr(retriever, "dump", None))
                     and callable(getattr(retriever, "load", None))):
-                from ponder.cache import settings_identity
+                from ponder.engine.cache import settings_identity
 
                 digest = hashlib.sha256()
                 identity = [name, settings_identity(settings)]
@@ -272,7 +272,7 @@ class Services:
             with dspy.context(**settings):
                 prediction = module(**inputs)
             if _is_empty(prediction):  # a bare LM (no FallbackLM around it) let one through
-                from ponder.fallback import EmptyReply
+                from ponder.engine.fallback import EmptyReply
 
                 raise EmptyReply(f"the provider sent an empty reply to the {role} call")
             return prediction
@@ -333,7 +333,7 @@ class Services:
     def _cache_key(self, signature: Any, inputs: dict[str, Any]) -> str | None:
         if self.cache is None or getattr(self.predictor, "needs_tools", False):
             return None
-        from ponder.cache import cache_key
+        from ponder.engine.cache import cache_key
 
         adapter, adapter_settings = self.names.get("adapter", ("", None))
         predictor, predictor_settings = self.names.get("predictor", ("", None))
@@ -381,7 +381,7 @@ class Services:
     def map(self, fn: Callable[[int, T], ChunkResult], items: Sequence[T], *,
             label: str = "chunks") -> BatchResult:
         """``fn(index, item)`` over ``items`` with the concurrency cap; never loses an item."""
-        from ponder.progress import ProgressContext
+        from ponder.support.progress import ProgressContext
 
         results: dict[int, ChunkResult] = {}
         failed: dict[int, FailedChunk] = {}
@@ -501,7 +501,7 @@ class _DaemonPool:
 @functools.lru_cache(maxsize=256)  # signatures are classes, built once per run: measure once
 def _instruction_tokens(signature: Any) -> int:
     """Estimated tokens of a signature's instructions and field descriptions."""
-    from ponder.cache import signature_text
+    from ponder.engine.cache import signature_text
 
     try:
         return estimate_tokens(signature_text(signature))

@@ -13,7 +13,7 @@ with a ``register`` callback and the plugin calls ``register`` once per thing it
 
 - ``name``: what users write in config (``[strategy] name = "shout"``) and on the command line;
 - ``factory``: a callable taking the validated settings instance (or nothing, when ``settings``
-  is None) and returning the component (see :mod:`ponder.kinds` for what each kind provides);
+  is None) and returning the component (see :mod:`ponder.kernel.kinds` for what each kind provides);
 - ``settings``: an ``attrs`` class describing the plugin's own settings. The kernel validates
   the config section against it and reports errors with the file and dotted key path.
 
@@ -44,7 +44,7 @@ class Register(Protocol):
 
 @hookspec
 def ponder_register_adapters(register: Register) -> None:
-    """Register adapters: factories returning a :class:`ponder.kinds.Adapter`.
+    """Register adapters: factories returning a :class:`ponder.kernel.kinds.Adapter`.
 
     Example::
 
@@ -56,7 +56,7 @@ def ponder_register_adapters(register: Register) -> None:
 
 @hookspec
 def ponder_register_strategies(register: Register) -> None:
-    """Register strategies: factories returning a :class:`ponder.kinds.Strategy`.
+    """Register strategies: factories returning a :class:`ponder.kernel.kinds.Strategy`.
 
     Example::
 
@@ -68,7 +68,7 @@ def ponder_register_strategies(register: Register) -> None:
 
 @hookspec
 def ponder_register_retrievers(register: Register) -> None:
-    """Register retrievers: factories returning a :class:`ponder.kinds.Retriever`.
+    """Register retrievers: factories returning a :class:`ponder.kernel.kinds.Retriever`.
 
     Example::
 
@@ -80,7 +80,7 @@ def ponder_register_retrievers(register: Register) -> None:
 
 @hookspec
 def ponder_register_predictors(register: Register) -> None:
-    """Register predictors: factories returning a :class:`ponder.kinds.Predictor`.
+    """Register predictors: factories returning a :class:`ponder.kernel.kinds.Predictor`.
 
     Example::
 
@@ -92,7 +92,7 @@ def ponder_register_predictors(register: Register) -> None:
 
 @hookspec
 def ponder_register_storage(register: Register) -> None:
-    """Register storage backends: factories returning a :class:`ponder.kinds.Storage`.
+    """Register storage backends: factories returning a :class:`ponder.kernel.kinds.Storage`.
 
     Example::
 
@@ -104,7 +104,7 @@ def ponder_register_storage(register: Register) -> None:
 
 @hookspec
 def ponder_register_tools(register: Register) -> None:
-    """Register tools for agent predictors: factories returning a :class:`ponder.kinds.Tool`.
+    """Register tools for agent predictors: factories returning a :class:`ponder.kernel.kinds.Tool`.
 
     Example::
 
@@ -120,6 +120,54 @@ def ponder_register_tools(register: Register) -> None:
         @hookimpl
         def ponder_register_tools(register):
             register("word_count", WordCount)
+    """
+
+
+@hookspec
+def ponder_register_metrics(register: Register) -> None:
+    """Register eval metrics: factories returning a :class:`ponder.kernel.kinds.Metric`.
+
+    Example::
+
+        @hookimpl
+        def ponder_register_metrics(register):
+            register("exact_match", ExactMatch, settings=ExactMatchSettings)
+    """
+
+
+@hookspec
+def ponder_register_optimizers(register: Register) -> None:
+    """Register optimizers: factories returning a :class:`ponder.kernel.kinds.Optimizer`.
+
+    Example::
+
+        @hookimpl
+        def ponder_register_optimizers(register):
+            register("random", RandomSearch, settings=RandomSettings)
+    """
+
+
+@hookspec
+def ponder_register_executors(register: Register) -> None:
+    """Register executors: factories returning a :class:`ponder.kernel.kinds.Executor`.
+
+    Example::
+
+        @hookimpl
+        def ponder_register_executors(register):
+            register("threads", ThreadExecutor)
+    """
+
+
+@hookspec
+def ponder_register_exporters(register: Register) -> None:
+    """Register telemetry exporters: factories returning a :class:`ponder.kernel.kinds.Exporter`.
+
+    Example::
+
+        @hookimpl
+        def ponder_register_exporters(register):
+            register("jsonl", JSONLExporter, settings=JSONLSettings)
     """
 
 
@@ -146,9 +194,17 @@ KIND_HOOKS: dict[str, str] = {
     "retriever": "ponder_register_retrievers",
     "predictor": "ponder_register_predictors",
     "storage": "ponder_register_storage",
+    "executor": "ponder_register_executors",
 }
 #: the kinds a config section selects one of (``[adapter] name = …``)
 KINDS: tuple[str, ...] = tuple(KIND_HOOKS)
 #: kinds a run uses several of, named in a component's settings (``[predictor] tools = […]``)
-COLLECTION_HOOKS: dict[str, str] = {"tool": "ponder_register_tools"}
+#: (metrics are named by ``ponder eval --metric``, optimizers by ``--optimizer``, exporters by
+#: ``[telemetry] exporter``)
+COLLECTION_HOOKS: dict[str, str] = {
+    "tool": "ponder_register_tools",
+    "metric": "ponder_register_metrics",
+    "optimizer": "ponder_register_optimizers",
+    "exporter": "ponder_register_exporters",
+}
 ALL_KIND_HOOKS: dict[str, str] = {**KIND_HOOKS, **COLLECTION_HOOKS}

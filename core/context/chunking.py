@@ -24,12 +24,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ponder.sources import Context, Document
+from ponder.context.tokens import CHARS_PER_TOKEN, estimate_tokens, tokens_for_chars
 
-CHARS_PER_TOKEN = 4
-"""Characters per token for estimates. Measured on real code it is ~4.5, so 4 over-counts a
-little: the safe side when the estimate decides whether text fits a window."""
+if TYPE_CHECKING:  # pragma: no cover
+    from ponder.context.sources import Context, Document
 
 MIN_CHUNK_TOKENS = 64
 MAX_DEFAULT_CHUNK_TOKENS = 32_000
@@ -37,21 +35,6 @@ MAX_DEFAULT_CHUNK_TOKENS = 32_000
 
 _MIN_WIDTH = 4  # width of the line-number column, so short files still line up
 _PIECE_SEPARATOR = "\n\n"
-
-
-def estimate_tokens(text: str) -> int:
-    """Estimated tokens in ``text``: ``ceil(len(text) / 4)``.
-
-    An estimate, not a count: no tokenizer is loaded, so this stays fast and works offline for every
-    provider. Real code runs ~4.5 characters per token, so this over-counts slightly, which is the
-    safe side for window limits.
-    """
-    return -(-len(text) // CHARS_PER_TOKEN)
-
-
-def tokens_for_chars(chars: int) -> int:
-    """``estimate_tokens`` for a text of ``chars`` characters, without the text."""
-    return -(-chars // CHARS_PER_TOKEN)
 
 
 def _width(last_line: int) -> int:

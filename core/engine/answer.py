@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ponder.results import FailedChunk
+from ponder.support.results import FailedChunk
 
 
 @attrs.frozen

@@ -22,11 +22,11 @@ from typing import Any
 
 import attrs
 
-from ponder.answer import Answer, Draft, extract_citations
-from ponder.config import Config, check_components, load_config
+from ponder.engine.answer import Answer, Draft, extract_citations
+from ponder.kernel.config import Config, check_components, load_config
 from ponder.errors import ConfigError
-from ponder.observability import SpanType, Tracker
-from ponder.results import describe_outcome
+from ponder.support.observability import SpanType, Tracker
+from ponder.support.results import describe_outcome
 
 log = logging.getLogger("ponder.run")
 
@@ -140,7 +140,7 @@ class RunRecorder:
         self._safely("finish the run", lambda: self.storage.finish_run(self.run_id, result))
 
     def fail(self, exc: BaseException, services: Any, tracker: Tracker, started: float) -> None:
-        from ponder.secrets import redact
+        from ponder.support.secrets import redact
 
         if self.storage is None:
             return
@@ -164,7 +164,7 @@ class System:
 
     def __init__(self, config: Config | None = None, *, plugins: Any = None,
                  progress: str = "auto") -> None:
-        from ponder.loader import load_plugins
+        from ponder.kernel.loader import load_plugins
 
         self.config = config or Config()
         if plugins is None:
@@ -198,12 +198,12 @@ class System:
     def _build_lm(self, adapter_name: str) -> tuple[Any, Any, Any]:
         """The run's LM, the ModelInfo to plan with, and the primary adapter.
 
-        The LM is a :class:`ponder.fallback.FallbackLM` over ``adapter_name`` then
+        The LM is a :class:`ponder.engine.fallback.FallbackLM` over ``adapter_name`` then
         ``[adapter] fallbacks`` (each with its ``[adapters.<name>]`` settings), or over
         ``adapter_name`` alone: a chain of one is transparent except that an auth error names
         the key's variable. The ModelInfo is the chain's (smallest window, primary's prices).
         """
-        from ponder.fallback import ChainLink, build_fallback_lm, key_variable
+        from ponder.engine.fallback import ChainLink, build_fallback_lm, key_variable
 
         names = [adapter_name]
         for name in self.config.adapter.fallbacks:
@@ -233,7 +233,7 @@ class System:
             exclude: Sequence[str] = (), stdin: Any = None, chunk_tokens: int | None = None,
             tracker: Tracker | None = None) -> Answer:
         """Answer ``question`` over ``sources`` (paths, globs, ``-``, or a loaded Context)."""
-        from ponder.sources import Context, load_sources
+        from ponder.context.sources import Context, load_sources
 
         if not question or not question.strip():
             raise ConfigError("the question is empty")
@@ -245,8 +245,8 @@ class System:
 
     def run(self, question: str, context: Any, *, chunk_tokens: int | None = None,
             tracker: Tracker | None = None, started: float | None = None) -> Answer:
-        from ponder.retry import RetryPolicy
-        from ponder.services import LimitReached, Services
+        from ponder.support.retry import RetryPolicy
+        from ponder.engine.services import LimitReached, Services
 
         started = time.perf_counter() if started is None else started
         adapter_name, adapter_reason = choose_adapter(self.config)
@@ -330,7 +330,7 @@ class System:
         settings = self.config.cache
         if not settings.enabled or not getattr(adapter, "cache_responses", True):
             return None
-        from ponder.cache import ResponseCache
+        from ponder.engine.cache import ResponseCache
 
         try:
             return ResponseCache(settings.path)
@@ -341,7 +341,7 @@ class System:
     @staticmethod
     def _answer(draft: Draft, context: Any, services: Any, strategy_name: str, model: str,
                 started: float, run_id: str) -> Answer:
-        from ponder.secrets import redact
+        from ponder.support.secrets import redact
 
         strategy_label = strategy_name
         if draft.strategy and draft.strategy != strategy_name:

@@ -1,7 +1,7 @@
 """The LM response cache: a reply seen before is served from disk instead of the provider.
 
 On by default (``[cache] enabled = true``), one SQLite file under the ponder cache dir
-(:func:`ponder.fileutils.get_cache_dir`); ``ponder ask --no-cache`` bypasses it for one run.
+(:func:`ponder.support.fileutils.get_cache_dir`); ``ponder ask --no-cache`` bypasses it for one run.
 
 **The key** is a sha256 over everything that decides a reply: the adapter's name and settings
 (secrets masked, so rotating a key keeps the cache), the model, the predictor and its settings,
@@ -10,7 +10,7 @@ the inputs. A different model, prompt format or input never hits. Failures are n
 
 **The value** is the prediction's output fields as JSON (plus its token counts, for the record);
 a prediction that is not plain JSON (a ReAct trajectory holding objects) is simply not cached.
-Values go through :func:`ponder.secrets.redact` first, so a secret a model echoed never lands
+Values go through :func:`ponder.support.secrets.redact` first, so a secret a model echoed never lands
 in the cache file.
 
 Adapters whose replies depend on more than the prompt (the ``scripted`` test adapter answers by
@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-log = logging.getLogger("ponder.cache")
+log = logging.getLogger("ponder.engine.cache")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS responses (
 
 def settings_identity(value: Any) -> Any:
     """A stable, secret-free description of a settings object, for cache and index keys."""
-    from ponder.secrets import clean_secrets
+    from ponder.support.secrets import clean_secrets
 
     if value is None:
         return None
@@ -92,7 +92,7 @@ class ResponseCache:
 
     def __init__(self, path: str | Path | None = None) -> None:
         if path is None:
-            from ponder.fileutils import get_cache_dir
+            from ponder.support.fileutils import get_cache_dir
 
             path = get_cache_dir() / "responses.sqlite"
         self.path = Path(path)
@@ -121,7 +121,7 @@ class ResponseCache:
 
     def put(self, key: str, value: dict[str, Any]) -> bool:
         """Store ``value``; returns False (and stores nothing) when it is not plain JSON."""
-        from ponder.secrets import redact
+        from ponder.support.secrets import redact
 
         try:
             text = json.dumps(value, allow_nan=False)

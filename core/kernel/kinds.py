@@ -52,7 +52,7 @@ class Retriever(Protocol):
     A retriever whose index is worth keeping (embeddings) also provides ``dump() -> bytes`` and
     ``load(data: bytes, chunks)``; the kernel then saves the index in storage, keyed by the
     retriever, its settings and the chunks' digest, so a second run over the same sources does
-    not index again (see :meth:`ponder.services.Services.retrieve`).
+    not index again (see :meth:`ponder.engine.services.Services.retrieve`).
     """
 
     def index(self, chunks: Sequence[Any]) -> None: ...
@@ -88,6 +88,11 @@ class Storage(Protocol):
       ``spans`` (a unique id prefix is enough), or None.
     - ``put_artifact(kind, key, data)`` / ``get_artifact(kind, key)``: opaque bytes such as a
       retriever's index.
+    - ``put_record(namespace, key, record)``, ``get_record(namespace, key)``,
+      ``list_records(namespace, prefix="") -> [(key, record)]`` (by key) and
+      ``delete_record(namespace, key) -> bool``: keyed JSON records that the subsystems keep
+      (``eval``, ``session``, ``batch``, ``study``…), each write committed on its own and cleaned
+      of secrets.
     """
 
     #: where the records live (a file path, or ":memory:"), for ``ponder runs path``
@@ -107,6 +112,15 @@ class Storage(Protocol):
 
     def get_artifact(self, kind: str, key: str) -> bytes | None: ...
 
+    def put_record(self, namespace: str, key: str, record: dict[str, Any]) -> None: ...
+
+    def get_record(self, namespace: str, key: str) -> dict[str, Any] | None: ...
+
+    def list_records(self, namespace: str, prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+        ...
+
+    def delete_record(self, namespace: str, key: str) -> bool: ...
+
     def close(self) -> None: ...
 
 
@@ -121,6 +135,57 @@ class Tool(Protocol):
     def make(self, context: Any) -> Callable[..., Any]: ...
 
 
+@runtime_checkable
+class Metric(Protocol):
+    """Scores one prediction against one example: a float in [0, 1].
+
+    ``score(example, prediction) -> Score`` where ``example`` is a :class:`ponder.evaluate`
+    example (question, gold ``answer``, ``evidence``, metadata) and ``prediction`` an
+    :class:`ponder.engine.answer.Answer` (or anything with ``answer`` and ``citations``). A
+    ``Score`` has ``value``, optional ``feedback`` text and optional ``parts`` (sub-scores).
+    """
+
+    def score(self, example: Any, prediction: Any) -> Any: ...
+
+
+@runtime_checkable
+class Optimizer(Protocol):
+    """Searches a variable space for the configuration (and prompts) that score best.
+
+    ``optimize(study)`` drives trials through the study it is handed (which evaluates a
+    candidate, records it, enforces the budget) and returns when the study says stop.
+    """
+
+    def optimize(self, study: Any) -> Any: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs a batch of independent work items: the map calls of a strategy, the examples of
+    an eval, the trials of an optimizer, the ``for_each`` items of a pipeline.
+
+    ``map(fn, items, *, concurrency, should_stop)`` yields ``(index, outcome)`` pairs as they
+    finish, where ``outcome`` is the item's return value or the exception it raised; it stops
+    handing out new items once ``should_stop()`` is true and cancels what is queued.
+    """
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, concurrency: int,
+            should_stop: Callable[[], bool]) -> Any: ...
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Sends a finished run's spans to a tracing backend (OpenTelemetry, a JSONL file…).
+
+    ``export(spans, resource)`` takes ponder's span dicts (already cleaned of secrets) and
+    ``shutdown()`` flushes what is buffered.
+    """
+
+    def export(self, spans: Sequence[dict[str, Any]], resource: dict[str, Any]) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
 KIND_PROTOCOLS: dict[str, type] = {
     "adapter": Adapter,
     "strategy": Strategy,
@@ -128,4 +193,8 @@ KIND_PROTOCOLS: dict[str, type] = {
     "predictor": Predictor,
     "storage": Storage,
     "tool": Tool,
+    "metric": Metric,
+    "optimizer": Optimizer,
+    "executor": Executor,
+    "exporter": Exporter,
 }

@@ -24,9 +24,9 @@ from typing import Any
 import attrs
 import pluggy
 
-from ponder import hookspecs
+from ponder.kernel import hookspecs
 from ponder.errors import PonderError
-from ponder.registry import DuplicateNameError, Provider, Registration, Registry, validate
+from ponder.kernel.registry import DuplicateNameError, Provider, Registration, Registry, validate
 
 log = logging.getLogger("ponder.plugins")
 

@@ -20,8 +20,8 @@ from typing import Any
 import attrs
 
 from ponder.errors import PonderError
-from ponder.fileutils import atomic_write, get_cache_dir
-from ponder.retry import RetryPolicy, retry_with_backoff
+from ponder.support.fileutils import atomic_write, get_cache_dir
+from ponder.support.retry import RetryPolicy, retry_with_backoff
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "expired", "cancelled"})
 

@@ -5,7 +5,7 @@ its annotation (with :func:`validate_value`) and retries or fails instead of acc
 that does not fit::
 
     import dspy
-    from ponder.schema import ConfidenceLabel, Embedding, Probability
+    from ponder.signatures.schema import ConfidenceLabel, Embedding, Probability
 
     class Rate(dspy.Signature):
         \"\"\"Rate how likely the claim is true.\"\"\"
@@ -54,7 +54,7 @@ MAX_EMBEDDING_DIM = 1 << 16
 class SchemaError(PonderError):
     """A value does not fit a field's declared type; the message names the field."""
 
-    #: a wrong value is not a transient provider error: never retried by ponder.retry
+    #: a wrong value is not a transient provider error: never retried by ponder.support.retry
     retryable = False
 
     def __init__(self, message: str, *, field: str, value: Any = None, expected: str = "") -> None:
