@@ -1,0 +1,430 @@
+"""Pipelines over the loopback fake provider (real HTTP, real SQLite run store).
+
+Overlap is asserted from the stage spans the run store recorded, never from a wall-clock
+threshold; the stage cache from the requests the fake provider counted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ponder.engine.system import System
+from ponder.kernel.config import load_config
+from ponder.pipeline.check import check_pipeline, critical_path
+from ponder.pipeline.model import Pipeline, PipelineError
+from ponder.pipeline.run import run_pipeline
+from ponder.testing import run_cli
+from ponder.testing.fake_provider import FakeProvider
+
+pytestmark = pytest.mark.fault
+
+RULES = [
+    # most specific first: a rule matches anywhere in the prompt
+    (r"`explanation`", {"reasoning": "r", "explanation": "start() at app.py:3",
+                        "confidence": "0.8"}),
+    (r"BROKEN", {"reasoning": "r", "score": "7.5"}),  # not a Probability: the stage fails
+    (r"(?s)`rating`.*\[\[ ## file ## \]\]\s*cli\.py", {"rating": "1.7"}),  # one item fails
+    (r"`rating`", {"rating": "0.5"}),
+    (r"`files`", {"files": '["app.py", "util.py", "cli.py"]', "reasoning": "app.py starts"}),
+    (r"`relevant_info`", {"relevant_info": "app.py:3 def start()", "confidence": "high"}),
+    (r"ALPHA", {"answer": "alpha is app.py:1"}),
+    (r"BETA", {"answer": "beta is util.py:1"}),
+]
+
+
+@pytest.fixture
+def provider():
+    with FakeProvider(rules=RULES, default_reply="an answer", latency=0.3) as fake:
+        yield fake
+
+
+@pytest.fixture
+def sources(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "app.py").write_text("MAGIC_PORT = 48213\n\ndef start():\n    return MAGIC_PORT\n")
+    (src / "util.py").write_text("def helper():\n    return 1\n")
+    (src / "cli.py").write_text("import app\n")
+    return str(src)
+
+
+def make_config(tmp_path: Path, provider, extra: str = "") -> Path:
+    path = tmp_path / "ponder.toml"
+    path.write_text(f'[adapter]\nname = "openai_compatible"\nbase_url = "{provider.base_url}"\n'
+                    f'model = "m"\n[cache]\nenabled = false\n[limits]\nconcurrency = 4\n{extra}')
+    return path
+
+
+def system_for(tmp_path, provider, extra: str = "") -> System:
+    return System(load_config(make_config(tmp_path, provider, extra)), progress="silent")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipe.toml"
+    path.write_text(text)
+    return path
+
+
+TWO = '''
+[[pipeline.stages]]
+name = "alpha"
+uses = "direct"
+inputs = { question = "ALPHA: ${input.question}" }
+
+[[pipeline.stages]]
+name = "beta"
+uses = "direct"
+inputs = { question = "BETA: what is beta?" }
+
+[[pipeline.stages]]
+name = "join"
+uses = "predict"
+signature = "a: str, b: str -> answer: str"
+inputs = { a = "${alpha.answer}", b = "${beta.answer}" }
+'''
+
+
+def stored_spans(system: System, run_id: str) -> dict[str, dict]:
+    storage = system.open_storage()
+    try:
+        run = storage.get_run(run_id)
+    finally:
+        storage.close()
+    return {s["name"][6:]: s for s in run["spans"] if s["name"].startswith("stage:")}
+
+
+def test_independent_stages_overlap(tmp_path, provider, sources):
+    system = system_for(tmp_path, provider)
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, TWO)), system.plugins)
+    assert plan.levels == [["alpha", "beta"], ["join"]]
+    result = run_pipeline(plan, system, sources=[sources], inputs={"question": "q"})
+    assert not result.partial, result.note
+    assert result.stages["alpha"].outputs == {"answer": "alpha is app.py:1"}
+    spans = stored_spans(system, result.run_id)
+    alpha, beta, join = spans["alpha"], spans["beta"], spans["join"]
+    # alpha and beta ran at the same time; join started after both ended
+    assert alpha["start"] < beta["end"] and beta["start"] < alpha["end"]
+    assert join["start"] >= max(alpha["end"], beta["end"])
+    assert result.stage_sum_s == pytest.approx(sum(s.elapsed_s for s in result.stages.values()))
+    assert result.speedup == pytest.approx(result.stage_sum_s / result.wall_s)
+    assert {n: s.calls for n, s in result.stages.items()} == {"alpha": 1, "beta": 1, "join": 1}
+    assert provider.stats()["requests"] == 3
+
+
+FAN = '''
+[[pipeline.stages]]
+name = "entrypoints"
+uses = "map_reduce"
+signature = "question -> files: list[str], reasoning: str"
+inputs = { question = "Which modules start the service?" }
+
+[[pipeline.stages]]
+name = "per_file"
+uses = "direct"
+for_each = "${entrypoints.files}"
+inputs = { question = "What does ${item} do?" }
+
+[[pipeline.stages]]
+name = "explain"
+uses = "chain_of_thought"
+signature = "question: str, files: list[str] -> explanation: str, confidence: Probability"
+inputs = { question = "${input.question}", files = "${entrypoints.files}" }
+'''
+
+
+def test_for_each_fans_out_and_types_are_validated(tmp_path, provider, sources):
+    system = system_for(tmp_path, provider)
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, FAN)), system.plugins)
+    result = run_pipeline(plan, system, sources=[sources], inputs={"question": "How?"})
+    assert not result.partial, result.note
+    assert result.stages["entrypoints"].outputs["files"] == ["app.py", "util.py", "cli.py"]
+    per_file = result.stages["per_file"]
+    assert per_file.items == 3 and per_file.calls == 3
+    assert per_file.outputs == {"answer": ["an answer"] * 3}
+    # the Probability came back as text and was validated into a float
+    assert result.stages["explain"].outputs["confidence"] == 0.8
+    # the three items were in flight together
+    storage = system.open_storage()
+    spans = [s for s in storage.get_run(result.run_id)["spans"]
+             if s["name"].startswith("per_file[")]
+    storage.close()
+    assert len(spans) == 3
+    assert max(s["start"] for s in spans) < min(s["end"] for s in spans)
+    assert provider.stats()["max_in_flight"] <= 4  # one budget: [limits] concurrency
+
+
+def test_a_failing_item_leaves_a_for_each_stage_partial(tmp_path, provider, sources):
+    text = FAN + '''
+[[pipeline.stages]]
+name = "rate"
+uses = "predict"
+signature = "file -> rating: Probability"
+for_each = "${entrypoints.files}"
+inputs = { file = "${item}" }
+
+[[pipeline.stages]]
+name = "total"
+uses = "predict"
+signature = "ratings: list[float] -> answer: str"
+inputs = { ratings = "${rate.rating}" }
+'''
+    system = system_for(tmp_path, provider)
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, text)), system.plugins)
+    result = run_pipeline(plan, system, sources=[sources], inputs={"question": "How?"})
+    rate = result.stages["rate"]
+    assert rate.status == "partial" and rate.items == 3
+    assert rate.outputs == {"rating": [0.5, 0.5]}  # app.py and util.py, in order
+    (failed,) = rate.failed_items
+    assert failed["item"] == "cli.py" and failed["index"] == 2 and "1.7" in failed["error"]
+    assert result.stages["total"].status == "ok"  # it ran on the items that succeeded
+    assert result.partial and result.missing == []
+    assert "rate partial (1 item(s) failed)" in result.note
+
+
+def test_one_budget_across_stages(tmp_path, provider, sources):
+    system = system_for(tmp_path, provider, "")
+    system.config.limits.concurrency = 1
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, FAN)), system.plugins)
+    result = run_pipeline(plan, system, sources=[sources], inputs={"question": "How?"})
+    assert not result.partial
+    assert provider.stats()["max_in_flight"] == 1  # explain and 3 per_file items: one at a time
+
+
+BROKEN = TWO + '''
+[[pipeline.stages]]
+name = "score"
+uses = "chain_of_thought"
+signature = "question -> score: Probability"
+inputs = { question = "BROKEN ${input.question}" }
+
+[[pipeline.stages]]
+name = "report"
+uses = "predict"
+signature = "score: float -> answer: str"
+inputs = { score = "${score.score}" }
+'''
+
+
+def test_a_failing_stage_leaves_its_branch_partial(tmp_path, provider, sources):
+    system = system_for(tmp_path, provider)
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, BROKEN)), system.plugins)
+    result = run_pipeline(plan, system, sources=[sources], inputs={"question": "q"})
+    status = {name: stage.status for name, stage in result.stages.items()}
+    assert status == {"alpha": "ok", "beta": "ok", "join": "ok", "score": "failed",
+                      "report": "skipped"}
+    assert "score.score" in result.stages["score"].error and "7.5" in result.stages["score"].error
+    assert result.stages["report"].waited_for == ["score"]
+    assert result.partial and result.missing == ["score", "report"]
+    assert result.outputs == {"join": {"answer": "an answer"}}
+    assert "3 of 5 stages complete" in result.note
+
+
+def test_limits_bind_over_the_whole_pipeline(tmp_path, provider, sources):
+    system = system_for(tmp_path, provider)
+    system.config.limits.max_tokens = 1  # spent by the first call of either first-level stage
+    system.config.limits.concurrency = 1
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, TWO)), system.plugins)
+    result = run_pipeline(plan, system, sources=[sources], inputs={"question": "q"})
+    assert result.stopped_by == "max_tokens"
+    assert provider.stats()["requests"] == 1  # the other stage never got to call
+    status = sorted(s.status for s in result.stages.values())
+    assert status == ["failed", "ok", "skipped"]
+    assert result.stages["join"].waited_for
+
+
+def test_stage_cache_reruns_only_what_changed(tmp_path, provider, sources):
+    system = system_for(tmp_path, provider)
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, TWO)), system.plugins)
+    first = run_pipeline(plan, system, sources=[sources], inputs={"question": "one"})
+    assert provider.stats()["requests"] == 3 and not first.partial
+    again = run_pipeline(plan, system, sources=[sources], inputs={"question": "one"})
+    assert {s.status for s in again.stages.values()} == {"cached"}
+    assert provider.stats()["requests"] == 3  # nothing asked again
+    assert again.outputs == first.outputs
+    changed = run_pipeline(plan, system, sources=[sources], inputs={"question": "two"})
+    status = {name: stage.status for name, stage in changed.stages.items()}
+    # alpha reads the input and runs again; beta is unchanged; alpha's reply is the same as
+    # before, so join's inputs are too: it is cached by value, not re-run because alpha ran
+    assert status == {"alpha": "ok", "beta": "cached", "join": "cached"}
+    assert provider.stats()["requests"] == 4
+    beta = plan.pipeline.with_value("stages.beta.inputs.question", "BETA: and now?")
+    status = {name: stage.status for name, stage in run_pipeline(
+        check_pipeline(beta, system.plugins), system, sources=[sources],
+        inputs={"question": "two"}).stages.items()}
+    assert status == {"alpha": "cached", "beta": "ok", "join": "cached"}
+    assert provider.stats()["requests"] == 5
+
+
+@pytest.fixture
+def plugins():
+    from ponder.kernel.loader import load_plugins
+
+    return load_plugins()
+
+
+def check_errors(tmp_path, text, plugins) -> str:
+    with pytest.raises(PipelineError) as info:
+        check_pipeline(Pipeline.from_file(write(tmp_path, text)), plugins)
+    return str(info.value)
+
+
+def test_cycle_is_named(tmp_path, plugins):
+    text = '''
+[[pipeline.stages]]
+name = "a"
+uses = "predict"
+signature = "x -> y"
+inputs = { x = "${b.y}" }
+
+[[pipeline.stages]]
+name = "b"
+uses = "predict"
+signature = "x -> y"
+inputs = { x = "${a.y}" }
+'''
+    message = check_errors(tmp_path, text, plugins)
+    path = tmp_path / "pipe.toml"
+    assert message.startswith(f"{path}: stages form a cycle: ")
+    assert "a -> b -> a" in message or "b -> a -> b" in message
+
+
+def test_unknown_field_stage_and_plugin(tmp_path, plugins):
+    text = FAN.replace("${entrypoints.files}\"\ninputs = { question = \"What",
+                       "${entrypoint.files}\"\ninputs = { question = \"What")
+    text = text.replace('files = "${entrypoints.files}"', 'files = "${entrypoints.filez}"')
+    text += '\n[[pipeline.stages]]\nname = "extra"\nuses = "mapreduce"\n' \
+            'inputs = { question = "q" }\n'
+    lines = check_errors(tmp_path, text, plugins).splitlines()
+    path = tmp_path / "pipe.toml"
+    assert (f"{path}: stage 'extra': uses: unknown plugin 'mapreduce'; did you mean "
+            f"'map_reduce'?") in lines[0]
+    assert (f"{path}: stage 'per_file': for_each: ${{entrypoint.files}}: unknown stage "
+            f"'entrypoint'; did you mean 'entrypoints'?") in "\n".join(lines)
+    assert (f"{path}: stage 'explain': inputs.files: ${{entrypoints.filez}}: unknown field "
+            f"'filez' of stage 'entrypoints'; did you mean 'files'? (its outputs: files, "
+            f"reasoning)") in lines
+
+
+def test_type_mismatch(tmp_path, plugins):
+    text = FAN.replace('files = "${entrypoints.files}"', 'files = "${entrypoints.reasoning}"')
+    message = check_errors(tmp_path, text, plugins)
+    assert message == (f"{tmp_path / 'pipe.toml'}: stage 'explain': inputs.files: "
+                       "${entrypoints.reasoning} is str, but field 'files' of the signature is "
+                       "list[str]")
+
+
+def test_bad_settings_key_and_signature_name_file_stage_key(tmp_path, plugins):
+    text = '''
+[[pipeline.stages]]
+name = "a"
+uses = "map_reduce"
+settings = { fan_in = "four" }
+inputs = { question = "q" }
+
+[[pipeline.stages]]
+name = "b"
+uses = "predict"
+signature = "x -> y: flot"
+inputs = { x = "q" }
+colour = "red"
+'''
+    message = check_errors(tmp_path, text, plugins)
+    path = tmp_path / "pipe.toml"
+    assert f"{path}: stage 'b': colour: unknown key" in message
+    with pytest.raises(PipelineError) as info:
+        check_pipeline(Pipeline.from_file(write(tmp_path, text.replace('colour = "red"\n', ""))),
+                       plugins)
+    message = str(info.value)
+    assert f"{path}: stage 'a': settings.fan_in: expected int, got 'four'" in message
+    assert f"{path}: stage 'b': signature: signature 'x -> y: flot': column 9: unknown type " \
+           "'flot'; did you mean 'float'?" in message
+
+
+def test_levels_and_critical_path(tmp_path, plugins):
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, FAN)), plugins)
+    assert plan.levels == [["entrypoints"], ["per_file", "explain"]]
+    assert critical_path(plan)[0] in (["entrypoints", "per_file"], ["entrypoints", "explain"])
+    path, length = critical_path(plan, {"entrypoints": 1.0, "per_file": 0.5, "explain": 2.0})
+    assert path == ["entrypoints", "explain"] and length == 3.0
+
+
+def test_code_and_toml_build_the_same_pipeline(tmp_path):
+    from_toml = Pipeline.from_file(write(tmp_path, FAN))
+    in_code = (Pipeline("pipe")
+               .stage("entrypoints", uses="map_reduce",
+                      signature="question -> files: list[str], reasoning: str",
+                      inputs={"question": "Which modules start the service?"})
+               .stage("per_file", uses="direct", for_each="${entrypoints.files}",
+                      inputs={"question": "What does ${item} do?"})
+               .stage("explain", uses="chain_of_thought",
+                      signature="question: str, files: list[str] -> explanation: str, "
+                                "confidence: Probability",
+                      inputs={"question": "${input.question}",
+                              "files": "${entrypoints.files}"}))
+    assert in_code == from_toml
+    again = tmp_path / "again.toml"
+    again.write_text(in_code.to_toml())
+    assert Pipeline.from_file(again) == in_code
+    tuned = in_code.with_value("pipeline.stages.entrypoints.settings.fan_in", 4)
+    assert tuned.get("entrypoints").settings == {"fan_in": 4}
+
+
+def test_cli_run_check_show(tmp_path, provider, sources):
+    config = str(make_config(tmp_path, provider))
+    pipe = str(write(tmp_path, BROKEN))
+    result = run_cli(["--config", config, "pipeline", "run", pipe, sources,
+                      "--input", "question=q", "--json"])
+    assert result.exit_code == 3, result.output
+    data = json.loads(result.stdout)
+    assert data["missing"] == ["score", "report"] and data["partial"] is True
+    assert data["speedup"] > 0 and data["stage_sum_s"] > 0
+    checked = run_cli(["--config", config, "pipeline", "check", pipe])
+    assert checked.exit_code == 0 and "5 stages in 2 levels" in checked.stdout
+    bad = run_cli(["--config", config, "pipeline", "run", pipe, sources, "--json"])
+    assert bad.exit_code == 2
+    assert "needs input(s) question" in json.loads(bad.stdout)["error"]
+    shown = run_cli(["--config", config, "pipeline", "show", pipe, "--format", "mermaid"])
+    assert shown.exit_code == 0 and "alpha ==> join" in shown.stdout
+    assert "beta --> join" in shown.stdout and "score --> report" in shown.stdout
+
+
+def test_a_stage_may_use_its_own_adapter(tmp_path, provider, sources):
+    with FakeProvider(rules=[("BETA", {"answer": "from the second provider"})]) as other:
+        text = TWO.replace('inputs = { question = "BETA: what is beta?" }',
+                           'inputs = { question = "BETA: what is beta?" }\n'
+                           f'adapter = {{ name = "openai_compatible", base_url = '
+                           f'"{other.base_url}", model = "other" }}')
+        system = system_for(tmp_path, provider)
+        plan = check_pipeline(Pipeline.from_file(write(tmp_path, text)), system.plugins)
+        result = run_pipeline(plan, system, sources=[sources], inputs={"question": "q"})
+        assert result.stages["beta"].outputs == {"answer": "from the second provider"}
+        assert other.stats()["requests"] == 1
+    assert provider.stats()["requests"] == 2  # alpha and join
+
+
+def test_pipeline_section_in_ponder_toml(tmp_path, provider):
+    config_path = make_config(tmp_path, provider, TWO)
+    config = load_config(config_path)
+    pipeline = Pipeline.from_config(config)
+    assert [s.name for s in pipeline.stages] == ["alpha", "beta", "join"]
+    assert pipeline == Pipeline.from_file(config_path)  # the same file read as a pipeline
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TWO.replace('uses = "predict"', 'uses = "predikt"'))
+    with pytest.raises(PipelineError, match=r"bad.toml: stage 'join': uses: unknown plugin "
+                                            r"'predikt'; did you mean 'predict'\?"):
+        check_pipeline(Pipeline.from_config(load_config(bad)), system_for(
+            tmp_path, provider).plugins)
+
+
+def test_strategy_stages_with_a_retriever_run_side_by_side(tmp_path, provider, sources):
+    text = TWO.replace('uses = "direct"', 'uses = "retrieve_then_read"\nsettings = { top_k = 2 }')
+    system = system_for(tmp_path, provider, '[retriever]\nname = "bm25"\n')
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, text)), system.plugins)
+    result = run_pipeline(plan, system, sources=[sources], inputs={"question": "q"})
+    assert not result.partial, result.note
+    assert result.stages["alpha"].outputs == {"answer": "alpha is app.py:1"}
+    assert result.stages["beta"].outputs == {"answer": "beta is util.py:1"}
+    assert result.stages["alpha"].citations == [{"path": "app.py", "line": 1}]
