@@ -15,37 +15,61 @@ Every value remembers which layer gave it, so an error reads
 classes structured by cattrs; a component section (``[adapter]``, ``[strategy]``, …) holds
 ``name`` plus that plugin's settings, validated against the settings class the plugin registered
 once discovery has run (:meth:`Config.component_settings`).
+
+This module is the model: the sections, :class:`Config`, :func:`load_config` and
+:func:`check_components`. Reading the layers is :mod:`ponder.kernel.layers`, strict structuring
+and its error messages :mod:`ponder.kernel.settings`, the TOML display
+:mod:`ponder.kernel.render`; their public names are re-exported here, so
+``from ponder.kernel.config import …`` keeps working for every one of them.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
-import re
-import tomllib
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-import cattrs
-from cattrs.errors import (
-    ClassValidationError,
-    ForbiddenExtraKeysError,
-    IterableValidationError,
-)
 
 from ponder.errors import ConfigError
 from ponder.kernel.hookspecs import KINDS
+from ponder.kernel.layers import (
+    ADAPTERS_SECTION,
+    CODE_ORIGIN,
+    CONFIG_FILENAME,
+    ENV_PREFIX,
+    RESERVED_ENV,
+    EnvString,
+    Layers,
+    Path_,
+    parse_assignment,
+    read_layers,
+    recorded_origin,
+    user_config_path,
+)
 from ponder.kernel.registry import did_you_mean
+from ponder.kernel.render import render_toml, toml_key, toml_value
+from ponder.kernel.settings import (
+    ConfigTypeError,
+    converter,
+    describe_value,
+    make_converter,
+    secret_problems,
+    structure_settings,
+    structure_str_list,
+    unstructure,
+)
 
-CONFIG_FILENAME = "ponder.toml"
-ENV_PREFIX = "PONDER_"
-#: Environment variables read elsewhere (paths, keys); never parsed as config keys.
-RESERVED_ENV = frozenset({
-    "PONDER_CONFIG", "PONDER_CONFIG_DIR", "PONDER_CACHE_DIR", "PONDER_DATA_DIR", "PONDER_API_KEY",
-    "PONDER_LOAD_PLUGINS", "PONDER_DISABLE_PLUGINS", "PONDER_STRICT_PLUGINS",
-})
+__all__ = [
+    "ADAPTERS_SECTION", "CODE_ORIGIN", "CONFIG_FILENAME", "DEFAULT_NAMES", "ENV_PREFIX",
+    "KERNEL_SECTIONS", "RESERVED_ENV", "SUBSYSTEM_SECTIONS", "CacheConfig", "Component", "Config",
+    "ConfigError", "ConfigTypeError", "EnvString", "Layers", "LimitsConfig", "Path_",
+    "PluginsConfig", "build_config", "check_components", "converter", "load_config",
+    "make_converter", "parse_assignment", "render_toml", "secret_problems", "structure_settings",
+    "toml_key", "toml_value", "user_config_path",
+]
+
 #: Component sections when nothing selects a name (None: chosen at run time, e.g. the adapter).
 DEFAULT_NAMES: dict[str, str | None] = {
     "adapter": None,
@@ -53,23 +77,26 @@ DEFAULT_NAMES: dict[str, str | None] = {
     "predictor": "predict",
     "retriever": None,
     "storage": "sqlite",
-    "executor": None,  # None: Services' own thread pool
+    "executor": "threads",  # daemon threads in this process (ponder.engine.executor)
 }
-
-Path_ = tuple[str, ...]
-
-
-class EnvString(str):
-    """A value that came from the environment or a flag as text; hooks may convert it."""
 
 
 # --- the kernel's own sections ----------------------------------------------------------------
+def _finite(attribute: attrs.Attribute, value: Any) -> None:
+    # nan compares false with everything, so `nan < 0` would let it through and turn a limit
+    # off; inf is no limit either (None says that) and overflows timers. Neither is accepted.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}", attribute)
+
+
 def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    _finite(attribute, value)
     if value is not None and value < 0:
         raise ValueError(f"must be >= 0, got {value!r}", attribute)
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    _finite(attribute, value)
     if value is not None and value <= 0:
         raise ValueError(f"must be > 0, got {value!r}", attribute)
 
@@ -92,10 +119,15 @@ class PluginsConfig:
 class LimitsConfig:
     """``[limits]``: enforced while a run is going, not only checked before it."""
 
+    #: USD a run may cost at most; checked before every LM call (None: no limit)
     max_cost: float | None = attrs.field(default=None, validator=_non_negative)
+    #: seconds, hard: in-flight calls are abandoned and listed as cancelled (None: no limit)
     timeout: float | None = attrs.field(default=None, validator=_positive)
+    #: input + output tokens a run may use at most (None: no limit)
     max_tokens: int | None = attrs.field(default=None, validator=_positive)
+    #: parallel LM calls at most
     concurrency: int = attrs.field(default=4, validator=_positive)
+    #: retries per LM call, on retryable errors only (429, 5xx, time-outs, connection errors)
     max_retries: int = attrs.field(default=3, validator=_non_negative)
     #: consecutive failures that open an adapter's circuit (with ``[adapter] fallbacks``)
     breaker_failures: int = attrs.field(default=3, validator=_positive)
@@ -122,10 +154,13 @@ class Component:
     #: ``[adapter] fallbacks``: adapters tried in order when this one fails (a kernel key, never
     #: passed to the plugin's settings; see :mod:`ponder.engine.fallback`)
     fallbacks: list[str] = attrs.field(factory=list)
-
-
-#: ``[adapters.<name>]``: the settings of an adapter used as a fallback (or chosen at run time).
-ADAPTERS_SECTION = "adapters"
+    #: ``[adapter] rpm`` / ``tpm``: requests / tokens per minute for the whole run, across every
+    #: worker (kernel keys like ``fallbacks``; see :mod:`ponder.engine.ratelimit`)
+    rpm: float | None = None
+    tpm: int | None = None
+    #: ``[adapter] order``: "configured" (the chain as written) or "measured" (by recorded
+    #: success rate, then latency; the rule is in :mod:`ponder.support.measured`)
+    order: str = "configured"
 
 
 KERNEL_SECTIONS: dict[str, type] = {
@@ -137,6 +172,8 @@ KERNEL_SECTIONS: dict[str, type] = {
 SUBSYSTEM_SECTIONS: tuple[str, ...] = (
     "eval", "optimize", "pipeline", "sessions", "telemetry", "batch",
 )
+#: every section a file, a ``PONDER_*`` variable or a flag may set
+_SECTIONS: tuple[str, ...] = (*KERNEL_SECTIONS, *KINDS, ADAPTERS_SECTION, *SUBSYSTEM_SECTIONS)
 
 
 @attrs.define
@@ -179,7 +216,42 @@ class Config:
         return structure_settings(settings_cls, raw, section=name, origins=self.origins)
 
     def origin(self, dotted: str) -> str:
-        return self.origins.get(dotted, "default")
+        """Where the value at ``dotted`` came from: a file, a variable, a flag, code, default.
+
+        A key the layers did not give but that holds a value (a ``Config`` built in Python, a
+        name set on a component) came from code, not from the defaults, so an error about it
+        must not say ``default:``.
+        """
+        found = recorded_origin(self.origins, dotted)
+        if found is not None:
+            return found
+        return CODE_ORIGIN if self._set_in_code(dotted) else "default"
+
+    def _set_in_code(self, dotted: str) -> bool:
+        section, _, rest = dotted.partition(".")
+        key = rest.split(".")
+        if section in KINDS:
+            component = getattr(self, section)
+            if key == ["name"]:
+                return component.name != DEFAULT_NAMES[section]
+            if key == ["fallbacks"]:
+                return bool(component.fallbacks)
+            return bool(rest) and key[0] in component.options
+        if section == ADAPTERS_SECTION:
+            return bool(rest) and key[0] in self.adapters and (
+                len(key) == 1 or key[1] in self.adapters[key[0]])
+        if section in self.sections:
+            return not rest or key[0] in self.sections[section]
+        cls = KERNEL_SECTIONS.get(section)
+        if cls is None or not rest:
+            return False
+        field = getattr(attrs.fields(cls), key[0], None)
+        if field is None:
+            return False
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        return getattr(getattr(self, section), key[0], default) != default
 
     def component_settings(self, kind: str, settings_cls: type | None) -> Any:
         """Validate ``[kind]``'s options against the plugin's settings class."""
@@ -223,9 +295,7 @@ class Config:
 
     def _section_origin(self, section: str) -> str:
         """Where the first key of ``section`` came from."""
-        prefix = section + "."
-        return next((origin for key, origin in self.origins.items() if key.startswith(prefix)),
-                    "default")
+        return self.origin(section)
 
     def _located(self, dotted: str, message: str) -> str:
         return f"{self.origin(dotted)}: {dotted}: {message}"
@@ -233,11 +303,15 @@ class Config:
     def to_dict(self, *, masked: bool = True) -> dict[str, Any]:
         """The resolved configuration as plain data; secrets masked unless told otherwise."""
         data: dict[str, Any] = {
-            section: _unstructure(getattr(self, section)) for section in KERNEL_SECTIONS
+            section: unstructure(getattr(self, section)) for section in KERNEL_SECTIONS
         }
         for kind in KINDS:
             component = getattr(self, kind)
             chain = {"fallbacks": list(component.fallbacks)} if component.fallbacks else {}
+            chain.update({key: getattr(component, key) for key in ("rpm", "tpm")
+                          if getattr(component, key, None) is not None})
+            if component.order != "configured":
+                chain["order"] = component.order
             data[kind] = {"name": component.name, **chain, **component.options}
         if self.adapters:
             data[ADAPTERS_SECTION] = {name: dict(options)
@@ -249,282 +323,6 @@ class Config:
 
             data = clean_secrets(data)
         return data
-
-
-# --- strict structuring: TOML gives real types, so a string is never silently an int ------
-class ConfigTypeError(ValueError):
-    """A value of the wrong type; the message is the part after the dotted key."""
-
-
-def _describe(value: Any) -> str:
-    return repr(str(value)) if isinstance(value, EnvString) else repr(value)
-
-
-def _structure_int(value: Any, _: type) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, EnvString):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-    raise ConfigTypeError(f"expected int, got {_describe(value)}")
-
-
-def _structure_float(value: Any, _: type) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, EnvString):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise ConfigTypeError(f"expected a number, got {_describe(value)}")
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _structure_bool(value: Any, _: type) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, EnvString) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigTypeError(f"expected true or false, got {_describe(value)}")
-
-
-def _structure_str(value: Any, _: type) -> str:
-    if isinstance(value, str):
-        return str(value)
-    raise ConfigTypeError(f"expected a string, got {_describe(value)}")
-
-
-def _structure_str_list(value: Any, _: type) -> list[str]:
-    if isinstance(value, EnvString):  # PONDER_DISABLE_PLUGINS=a,b
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return [str(item) for item in value]
-    raise ConfigTypeError(f"expected a list of strings, got {_describe(value)}")
-
-
-def _structure_secret(value: Any, _: type) -> Any:
-    from ponder.support.secrets import Secret
-
-    if isinstance(value, Secret):
-        return value
-    if isinstance(value, str):
-        return Secret.parse(str(value))
-    raise ConfigTypeError(f"expected a string or a $env:NAME / $file:PATH reference, "
-                          f"got {_describe(value)}")
-
-
-def make_converter() -> cattrs.Converter:
-    """A cattrs converter that rejects unknown keys and never coerces across types."""
-    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
-    converter.register_structure_hook(int, _structure_int)
-    converter.register_structure_hook(float, _structure_float)
-    converter.register_structure_hook(bool, _structure_bool)
-    converter.register_structure_hook(str, _structure_str)
-    converter.register_structure_hook_func(lambda t: t == list[str], _structure_str_list)
-    try:
-        from ponder.support.secrets import Secret
-    except ImportError:  # pragma: no cover - the kernel always ships it
-        pass
-    else:
-        converter.register_structure_hook(Secret, _structure_secret)
-    return converter
-
-
-_converter: cattrs.Converter | None = None
-
-
-def converter() -> cattrs.Converter:
-    global _converter
-    if _converter is None:
-        _converter = make_converter()
-    return _converter
-
-
-def _unstructure(obj: Any) -> Any:
-    return converter().unstructure(obj)
-
-
-def _walk_errors(exc: BaseException, path: Path_) -> Iterator[tuple[Path_, BaseException]]:
-    if isinstance(exc, ForbiddenExtraKeysError):
-        for key in sorted(exc.extra_fields):
-            yield (*path, key), exc
-    elif isinstance(exc, (ClassValidationError, IterableValidationError)):
-        with_notes, without = exc.group_exceptions()
-        for inner, note in with_notes:
-            step = getattr(note, "name", None)
-            if step is None:
-                step = f"[{getattr(note, 'index', '?')}]"
-            yield from _walk_errors(inner, (*path, str(step)))
-        for inner in without:  # raised by the class's own validators, after structuring
-            yield from _walk_errors(inner, (*path, *_validator_attribute(inner)))
-    else:
-        yield path, exc
-
-
-def _validator_attribute(exc: BaseException) -> tuple[str, ...]:
-    """The attribute an attrs validator complained about, if the error says which."""
-    attribute = exc.args[1] if len(exc.args) > 1 else None
-    name = getattr(attribute, "name", None)
-    if name is None and exc.args:  # attrs' validators say "'chunk_size' must be > 0: -5"
-        found = re.match(r"'(\w+)' ", str(exc.args[0]))
-        name = found.group(1) if found else None
-    return (name,) if name else ()
-
-
-def _message_for(exc: BaseException, path: Path_, cls: type | None) -> str:
-    if isinstance(exc, ForbiddenExtraKeysError):
-        known = [a.name for a in attrs.fields(exc.cl)] if attrs.has(exc.cl) else []
-        suggestion = did_you_mean(path[-1], known)
-        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
-        listing = ", ".join(known) if known else "none"
-        return f"unknown key{hint} (known keys: {listing})"
-    if isinstance(exc, ConfigTypeError):
-        return str(exc)
-    if isinstance(exc, KeyError):
-        return "missing required key"
-    if isinstance(exc, (ValueError, TypeError)):
-        return _validator_message(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _validator_message(exc: BaseException) -> str:
-    # attrs' own validators put (message, attribute, …) in args; keep the human part.
-    if exc.args and isinstance(exc.args[0], str):
-        return exc.args[0]
-    return str(exc)
-
-
-def structure_settings(cls: type, options: Mapping[str, Any], *, section: str,
-                       origins: Mapping[str, str] | None = None) -> Any:
-    """Build ``cls`` from ``options``, raising ConfigError with file and dotted key on error."""
-    origins = origins or {}
-    try:
-        return converter().structure(dict(options), cls)
-    except (ClassValidationError, IterableValidationError) as exc:
-        messages = []
-        for path, inner in _walk_errors(exc, ()):
-            dotted = ".".join((section, *path))
-            origin = _origin_for(origins, dotted, section)
-            messages.append(f"{origin}: {dotted}: {_message_for(inner, path, cls)}")
-        raise ConfigError("\n".join(messages)) from None
-    except (ValueError, TypeError) as exc:  # raised by a validator in the class's __init__
-        dotted = ".".join((section, *_validator_attribute(exc)))
-        origin = _origin_for(origins, dotted, section)
-        raise ConfigError(f"{origin}: {dotted}: {_validator_message(exc)}") from None
-
-
-def _origin_for(origins: Mapping[str, str], dotted: str, section: str) -> str:
-    while dotted:
-        if dotted in origins:
-            return origins[dotted]
-        dotted = dotted.rpartition(".")[0]
-    return origins.get(section, "default")
-
-
-# --- reading the layers --------------------------------------------------------------------------
-def user_config_path() -> Path:
-    from ponder.support.fileutils import get_config_dir
-
-    return Path(get_config_dir()) / CONFIG_FILENAME
-
-
-def _read_toml(path: Path, display: str) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{display}: config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{display}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{display}: cannot read config file: {exc.strerror}") from None
-
-
-def _flatten(data: Mapping[str, Any], prefix: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
-    for key, value in data.items():
-        if isinstance(value, Mapping):
-            yield from _flatten(value, (*prefix, str(key)))
-        else:
-            yield (*prefix, str(key)), value
-
-
-class _Layers:
-    """Merges layers key by key, remembering the origin of every value."""
-
-    def __init__(self) -> None:
-        self.values: dict[Path_, Any] = {}
-        self.origins: dict[Path_, str] = {}
-
-    def add(self, data: Mapping[str, Any], origin: str) -> None:
-        data = dict(data)
-        for kind in KINDS:  # `strategy = "map_reduce"` is short for `[strategy] name = …`
-            if isinstance(data.get(kind), str):
-                data[kind] = {"name": data[kind]}
-        for path, value in _flatten(data):
-            self.set(path, value, origin)
-
-    def set(self, path: Path_, value: Any, origin: str) -> None:
-        # Choosing another plugin for a component drops the settings meant for the old one.
-        if len(path) == 2 and path[0] in KINDS and path[1] == "name":
-            old = self.values.get(path)
-            if old is not None and old != value:
-                for key in [k for k in self.values if k[0] == path[0] and k != path]:
-                    del self.values[key]
-                    del self.origins[key]
-        self.values[path] = value
-        self.origins[path] = origin
-
-    def nested(self, name: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for path, value in self.values.items():
-            if path[0] != name or len(path) < 2:
-                continue
-            node = out
-            for key in path[1:-1]:
-                node = node.setdefault(key, {})
-            node[path[-1]] = value
-        return out
-
-
-def _env_layer(environ: Mapping[str, str]) -> Iterator[tuple[Path_, Any, str]]:
-    plugin_switches = {
-        "PONDER_LOAD_PLUGINS": ("plugins", "allow"),
-        "PONDER_DISABLE_PLUGINS": ("plugins", "disable"),
-        "PONDER_STRICT_PLUGINS": ("plugins", "strict"),
-    }
-    for variable, path in plugin_switches.items():
-        if variable in environ:
-            yield path, EnvString(environ[variable]), variable
-    sections = (*KERNEL_SECTIONS, *KINDS, ADAPTERS_SECTION, *SUBSYSTEM_SECTIONS)
-    for variable in sorted(environ):
-        if not variable.startswith(ENV_PREFIX) or variable in RESERVED_ENV:
-            continue
-        parts = variable[len(ENV_PREFIX):].lower().split("__")
-        if parts[0] not in sections:
-            continue  # other PONDER_* variables belong to other tools or plugins
-        if len(parts) == 1:
-            if parts[0] in KINDS:
-                yield (parts[0], "name"), EnvString(environ[variable]), variable
-            continue
-        yield tuple(parts), EnvString(environ[variable]), variable
-
-
-def parse_assignment(text: str) -> tuple[Path_, Any]:
-    """``strategy.chunk_size=2000`` → (("strategy", "chunk_size"), 2000); TOML values allowed."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. strategy.chunk_size=2000")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = EnvString(raw.strip())
-    return tuple(part.strip() for part in key.split(".")), value
 
 
 def load_config(
@@ -539,42 +337,21 @@ def load_config(
 
     ``overrides`` are CLI-flag values as ``(dotted path, value, flag name)``.
     """
-    environ = os.environ if environ is None else environ
-    layers = _Layers()
-    files: list[str] = []
-
-    if user_file:
-        user_path = user_config_path()
-        if user_path.is_file():
-            layers.add(_read_toml(user_path, str(user_path)), str(user_path))
-            files.append(str(user_path))
-
-    explicit = path or environ.get("PONDER_CONFIG")
-    if explicit:
-        project = Path(explicit).expanduser()
-        display = str(explicit)
-        layers.add(_read_toml(project, display), display)
-        files.append(display)
-    else:
-        project = Path(cwd or Path.cwd()) / CONFIG_FILENAME
-        if project.is_file():
-            layers.add(_read_toml(project, CONFIG_FILENAME), CONFIG_FILENAME)
-            files.append(CONFIG_FILENAME)
-
-    for key_path, value, origin in _env_layer(environ):
-        layers.set(key_path, value, origin)
-    for key_path, value, origin in overrides:
-        if key_path and key_path[0] in KINDS and len(key_path) == 1:
-            key_path = (key_path[0], "name")
-        layers.set(tuple(key_path), value, origin)
-
-    return _build(layers, files)
+    layers, files = read_layers(
+        path, sections=_SECTIONS, overrides=overrides,
+        environ=os.environ if environ is None else environ, cwd=cwd, user_file=user_file)
+    return build_config(layers, files)
 
 
-def _build(layers: _Layers, files: list[str]) -> Config:
+def build_config(layers: Layers, files: list[str]) -> Config:
+    """Validate merged layers into a :class:`Config`, every problem in one ConfigError.
+
+    :func:`load_config` and the builder (:mod:`ponder.builder`, which fills :class:`Layers` from
+    its calls) both end here, so a value is checked the same way whichever way it was given.
+    """
     origins = {".".join(path): origin for path, origin in layers.origins.items()}
     errors: list[str] = []
-    known_sections = [*KERNEL_SECTIONS, *KINDS, ADAPTERS_SECTION, *SUBSYSTEM_SECTIONS]
+    known_sections = list(_SECTIONS)
     for section in sorted({path[0] for path in layers.values}):
         if section not in known_sections:
             suggestion = did_you_mean(section, known_sections)
@@ -603,17 +380,30 @@ def _build(layers: _Layers, files: list[str]) -> Config:
         if kind == "adapter" and "fallbacks" in options:
             raw = options.pop("fallbacks")
             try:
-                fallbacks = _structure_str_list(raw, list[str])
+                fallbacks = structure_str_list(raw, list[str])
             except ConfigTypeError:
                 errors.append(f"{origins.get('adapter.fallbacks', 'default')}: adapter.fallbacks: "
-                              f"expected a list of adapter names, got {_describe(raw)}")
+                              f"expected a list of adapter names, got {describe_value(raw)}")
+        rates: dict[str, Any] = {}
+        if kind == "adapter":
+            for key in ("rpm", "tpm"):
+                if key in options:
+                    rates[key] = _rate_limit(key, options.pop(key), origins, errors)
+        if kind == "adapter" and "order" in options:
+            order = options.pop("order")
+            if order in ("configured", "measured"):
+                rates["order"] = order
+            else:
+                errors.append(f"{origins.get('adapter.order', 'default')}: adapter.order: "
+                              f"expected \"configured\" or \"measured\", "
+                              f"got {describe_value(order)}")
         setattr(config, kind, Component(str(name) if name is not None else None, options,
-                                        fallbacks))
+                                        fallbacks, **rates))
     for name, options in layers.nested(ADAPTERS_SECTION).items():
         if not isinstance(options, dict):
             dotted = f"{ADAPTERS_SECTION}.{name}"
             errors.append(f"{origins.get(dotted, 'default')}: {dotted}: expected a table of the "
-                          f"adapter's settings ([{dotted}]), got {_describe(options)}")
+                          f"adapter's settings ([{dotted}]), got {describe_value(options)}")
             continue
         config.adapters[name] = options
     for name in SUBSYSTEM_SECTIONS:
@@ -623,6 +413,24 @@ def _build(layers: _Layers, files: list[str]) -> Config:
     if errors:
         raise ConfigError("\n".join(errors))
     return config
+
+
+def _rate_limit(key: str, raw: Any, origins: dict[str, str], errors: list[str]) -> Any:
+    """``[adapter] rpm`` (requests, may be fractional) or ``tpm`` (tokens): a number > 0."""
+    value: Any = raw
+    if isinstance(raw, str):  # from the environment or a flag
+        try:
+            value = float(raw) if key == "rpm" else int(raw)
+        except ValueError:
+            value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
+            key == "tpm" and not isinstance(value, int)) or not math.isfinite(value):
+        what = "a number of requests per minute" if key == "rpm" else "a whole number of " \
+            "tokens per minute"
+        errors.append(f"{origins.get('adapter.' + key, 'default')}: adapter.{key}: expected "
+                      f"{what} > 0, got {describe_value(raw)}")
+        return None
+    return value
 
 
 def check_components(config: Config, plugin_set: Any) -> list[Any]:
@@ -689,44 +497,3 @@ def _adapter_chain_errors(config: Config, plugin_set: Any) -> list[str]:
         except ConfigError as exc:
             errors.append(str(exc))
     return errors
-
-
-# --- display -----------------------------------------------------------------------------------
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}"
-                                for k, v in value.items()) + " }"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def render_toml(config: Config) -> str:
-    """The resolved config as TOML, secrets masked, each value annotated with its origin."""
-    lines: list[str] = []
-    for section, values in config.to_dict(masked=True).items():
-        if section == ADAPTERS_SECTION:  # one [adapters.<name>] table per adapter
-            for name, options in values.items():
-                lines.append(f"[{section}.{_toml_key(name)}]")
-                for key, value in options.items():
-                    origin = config.origin(f"{section}.{name}.{key}")
-                    lines.append(f"{_toml_key(key)} = {_toml_value(value)}  # {origin}")
-                lines.append("")
-            continue
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            if value is None:
-                lines.append(f"# {key} = (not set)")
-                continue
-            origin = config.origin(f"{section}.{key}")
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}  # {origin}")
-        lines.append("")
-    return "\n".join(lines)
