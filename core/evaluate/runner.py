@@ -1,0 +1,421 @@
+"""Runs a dataset through ``System.ask`` and scores every answer: :class:`Evaluator`.
+
+**One concurrency budget.** The examples run on at most ``concurrency`` threads, and each holds
+a slot of one :class:`ponder.engine.budget.ConcurrencyBudget` while it runs; the budget is handed
+to the System, so an ask's own parallel calls (``Services.map``) borrow free slots of the same
+budget instead of opening a pool of their own. Examples x chunks never multiply: at most
+``concurrency`` threads work and at most that many requests are in flight. Several Evaluators
+(an optimizer's parallel trials) may share one budget.
+
+**Resumable.** Every example's outcome is recorded the moment it finishes (see
+:mod:`ponder.evaluate.store`), keyed by the resolved config's digest and the example's prompt
+digest; an eval that meets a recorded prediction uses it instead of asking again, so a rerun of
+a killed eval asks only what had not finished. ``resume=False`` asks everything again.
+
+**Failures are listed, not zeroed**: see :mod:`ponder.evaluate.results`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ponder.engine.budget import ConcurrencyBudget
+from ponder.errors import ConfigError, PonderError
+from ponder.evaluate.dataset import Dataset, Example, load_dataset
+from ponder.evaluate.metric import as_score, build_metrics
+from ponder.evaluate.results import (
+    EvalResult,
+    ExampleResult,
+    Prediction,
+    add_usage,
+    empty_usage,
+)
+from ponder.evaluate.store import NAMESPACE, EvalStore, now
+
+log = logging.getLogger("ponder.eval")
+
+#: config keys that do not change an answer, left out of the config digest: how many run at
+#: once, where things are recorded, how plugins are found
+_NOT_IN_DIGEST = (("limits", "concurrency"), ("storage",), ("cache",), ("plugins",),
+                  ("eval",), ("executor",), ("telemetry",))
+
+
+@attrs.define
+class EvalSettings:
+    """``[eval]``: defaults for ``ponder eval`` (flags win)."""
+
+    #: examples (and the LM calls inside them) at once; None = ``[limits] concurrency``
+    concurrency: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
+    #: metrics when no ``--metric`` is given
+    metrics: list[str] = attrs.field(factory=lambda: ["contains"])
+    #: seed of ``--sample`` and of the bootstrap
+    seed: int = 0
+    #: per-metric settings: ``[eval.metric.numeric] rel_tol = 0.01``
+    metric: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+
+
+def config_digest(config: Any) -> str:
+    """A digest of the resolved config (secrets masked) without the keys that do not change an
+    answer (concurrency, storage, cache, plugins, eval, executor, telemetry)."""
+    data = config.to_dict(masked=True)
+    for path in _NOT_IN_DIGEST:
+        node = data
+        for key in path[:-1]:
+            node = node.get(key, {})
+        node.pop(path[-1], None)
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _metric_identity(name: str, metric: Any) -> str:
+    settings = getattr(metric, "settings", None)
+    try:
+        data = attrs.asdict(settings) if attrs.has(type(settings)) else repr(settings)
+    except Exception:
+        data = repr(settings)
+    return hashlib.sha256(json.dumps([name, data], sort_keys=True,
+                                     default=str).encode()).hexdigest()[:12]
+
+
+class Evaluator:
+    """Evaluates one configuration on datasets; see the module docstring."""
+
+    def __init__(self, config_or_system: Any, metrics: Sequence[str] | Mapping[str, Any] = (
+            "contains",), *, plugins: Any = None, concurrency: int | None = None,
+                 storage: Any = None, progress: str = "silent", resume: bool = True,
+                 budget: ConcurrencyBudget | None = None, label: str | None = None,
+                 default_sources: Sequence[str] = (), seed: int | None = None) -> None:
+        from ponder.engine.system import System
+        from ponder.kernel.config import Config, load_config
+
+        if isinstance(config_or_system, System):
+            config, plugins = config_or_system.config, plugins or config_or_system.plugins
+        elif isinstance(config_or_system, Config):
+            config = config_or_system
+        elif config_or_system is None:
+            config = load_config()
+        else:  # a path to a TOML file
+            config = load_config(os.fspath(config_or_system))
+            label = label or os.path.splitext(os.path.basename(os.fspath(config_or_system)))[0]
+        if plugins is None:
+            from ponder.kernel.loader import load_plugins
+
+            p = config.plugins
+            plugins = load_plugins(modules=p.load, allow=p.allow, disable=p.disable,
+                                   strict=p.strict)
+        settings = config.section("eval", EvalSettings)
+        self.config = config
+        self.plugins = plugins
+        self.label = label or "default"
+        self.seed = settings.seed if seed is None else seed
+        slots = budget.slots if budget is not None else (
+            concurrency or settings.concurrency or config.limits.concurrency)
+        if slots < 1:
+            raise ConfigError(f"--concurrency: must be at least 1, got {slots}")
+        self.budget = budget or ConcurrencyBudget(slots)
+        self.concurrency = self.budget.slots
+        # each ask may widen to the whole budget when few examples are left
+        run_config = attrs.evolve(config, limits=attrs.evolve(config.limits,
+                                                              concurrency=self.budget.slots))
+        self.system = System(run_config, plugins=plugins, progress="silent", budget=self.budget)
+        if isinstance(metrics, Mapping):
+            self.metrics = dict(metrics)
+        else:
+            self.metrics = build_metrics(list(metrics), plugins, settings.metric,
+                                         origins=config.origins)
+        self._metric_ids = {n: _metric_identity(n, m) for n, m in self.metrics.items()}
+        self.config_digest = config_digest(config)
+        self.progress = progress
+        self.resume = resume
+        self.default_sources = tuple(os.path.abspath(s) for s in default_sources)
+        self._stop = threading.Event()
+        self.store: EvalStore | None = None
+        if storage is False:
+            self.store = None
+        elif storage is not None:
+            self.store = EvalStore(storage)
+        else:
+            opened = self.system.open_storage()
+            self.store = EvalStore(opened) if opened is not None else None
+
+    # --- identity -----------------------------------------------------------------------------
+    def eval_id(self, dataset: Dataset) -> str:
+        text = json.dumps([dataset.digest, self.config_digest, list(self.metrics)])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def stop(self) -> None:
+        """Hand out no further examples (those running finish and are recorded)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    # --- one example --------------------------------------------------------------------------
+    def _sources(self, example: Example) -> tuple[str, ...]:
+        return example.sources or self.default_sources
+
+    def _record_key(self, example: Example) -> str:
+        if example.sources:
+            return example.prompt_digest
+        return attrs.evolve(example, sources=self.default_sources).prompt_digest
+
+    def _ask(self, example: Example) -> tuple[Prediction | None, dict[str, Any]]:
+        """Ask the system; (prediction or None, the facts to record)."""
+        from ponder.support.secrets import redact
+
+        sources = self._sources(example)
+        started = time.perf_counter()
+        facts: dict[str, Any] = {"usage": empty_usage(), "run_id": None, "failure": None}
+        if not sources:
+            facts["failure"] = "the example has no sources (give them in the dataset or on " \
+                               "the command line)"
+            return None, {**facts, "latency_s": 0.0}
+        try:
+            answer = self.system.ask(example.question, list(sources))
+        except PonderError as exc:
+            facts["failure"] = redact(str(exc))
+            return None, {**facts, "latency_s": time.perf_counter() - started}
+        except Exception as exc:  # a provider failing past the retries, a plugin's bug
+            facts["failure"] = redact(f"{type(exc).__name__}: {exc}")
+            return None, {**facts, "latency_s": time.perf_counter() - started}
+        usage = answer.usage
+        facts.update(
+            usage={"calls": usage.calls, "input_tokens": usage.input_tokens,
+                   "output_tokens": usage.output_tokens,
+                   "tokens": usage.input_tokens + usage.output_tokens,
+                   "cost": round(usage.cost_usd, 8)},
+            run_id=answer.run_id, latency_s=answer.elapsed_s)
+        prediction = Prediction(answer=answer.answer,
+                                citations=[f"{c.path}:{c.line}" for c in answer.citations],
+                                partial=answer.partial, note=answer.note)
+        status = getattr(answer, "status", None)  # ok / partial / failed / interrupted
+        if status in ("failed", "interrupted") or (answer.partial and not answer.answer):
+            facts["failure"] = redact(f"no answer: {answer.note or answer.stopped_by or ''}"
+                                      .strip())
+            return None, facts
+        return prediction, facts
+
+    def _score(self, example: Example, prediction: Prediction,
+               stored: Mapping[str, Any]) -> tuple[dict[str, Any], str | None, bool]:
+        """Each metric's stored score when it still holds, else a fresh one; (scores, failure,
+        whether anything was scored anew)."""
+        from ponder.support.secrets import redact
+
+        scores: dict[str, Any] = {}
+        failure = None
+        fresh = False
+        for name, metric in self.metrics.items():
+            old = stored.get(name)
+            if (old and old.get("gold") == example.gold_digest
+                    and old.get("metric") == self._metric_ids[name] and "error" not in old):
+                scores[name] = old
+                continue
+            fresh = True
+            try:
+                score = as_score(metric.score(example, prediction))
+            except Exception as exc:
+                message = redact(f"metric {name}: {type(exc).__name__}: {exc}")
+                scores[name] = {"value": None, "error": message, "gold": example.gold_digest,
+                                "metric": self._metric_ids[name]}
+                failure = failure or message
+                continue
+            scores[name] = {"value": score.value, "feedback": score.feedback,
+                            "parts": dict(score.parts), "usage": score.usage,
+                            "gold": example.gold_digest, "metric": self._metric_ids[name]}
+        return scores, failure, fresh
+
+    def run_example(self, example: Example) -> ExampleResult:
+        """Ask (or read back) and score one example; records it before returning."""
+        key = self._record_key(example)
+        record = None
+        if self.store is not None and self.resume:
+            record = self.store.get_example(self.config_digest, key)
+        resumed = bool(record and record.get("prediction") is not None)
+        if resumed:
+            assert record is not None
+            prediction = Prediction(**record["prediction"])
+            facts = {k: record.get(k) for k in ("usage", "run_id", "latency_s")}
+            facts["failure"] = None
+        else:
+            prediction, facts = self._ask(example)
+            record = {}
+        scores: dict[str, Any] = {}
+        failure = facts["failure"]
+        fresh = not resumed
+        if prediction is not None:
+            scores, failure, scored = self._score(example, prediction, record.get("scores", {}))
+            fresh = fresh or scored
+        if self.store is not None and fresh:
+            self.store.put_example(self.config_digest, key, {
+                "example_id": example.id, "question": example.question,
+                "prediction": None if prediction is None else attrs.asdict(prediction),
+                "usage": facts["usage"], "run_id": facts["run_id"],
+                "latency_s": facts["latency_s"], "failure": facts["failure"],
+                "scores": scores})
+        judge = empty_usage()
+        for entry in scores.values():
+            add_usage(judge, entry.get("usage"))
+        return ExampleResult(
+            id=example.id, example=example,
+            scores={n: s.get("value") for n, s in scores.items()},
+            feedback={n: s["feedback"] for n, s in scores.items() if s.get("feedback")},
+            parts={n: s["parts"] for n, s in scores.items() if s.get("parts")},
+            answer="" if prediction is None else prediction.answer,
+            citations=() if prediction is None else prediction.citations,
+            usage=dict(facts["usage"] or empty_usage()), judge_usage=judge,
+            latency_s=float(facts["latency_s"] or 0.0), failure=failure,
+            partial=bool(prediction is not None and prediction.partial),
+            run_id=facts["run_id"], resumed=resumed)
+
+    # --- many examples ------------------------------------------------------------------------
+    def _examples(self, data: Any) -> tuple[Dataset, list[Example]]:
+        if isinstance(data, Dataset):
+            return data, list(data.examples)
+        if isinstance(data, str | os.PathLike):
+            dataset = load_dataset(data)
+            return dataset, list(dataset.examples)
+        examples = list(data)
+        return Dataset.from_examples(examples), examples
+
+    def iter(self, data: Any) -> Iterator[ExampleResult]:
+        """Each example's result as it finishes (completion order). Closing the generator early
+        stops handing out examples; the ones running finish and are recorded."""
+        _, examples = self._examples(data)
+        todo: queue.SimpleQueue[Example | None] = queue.SimpleQueue()
+        for example in examples:
+            todo.put(example)
+        workers = min(self.concurrency, len(examples))
+        for _ in range(workers):
+            todo.put(None)
+        done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stop.clear()
+        closed = threading.Event()
+
+        def work() -> None:
+            while not self._stop.is_set() and not closed.is_set():
+                example = todo.get()
+                if example is None:
+                    break
+                with self.budget.slot():
+                    if self._stop.is_set() or closed.is_set():
+                        break
+                    try:
+                        done.put(self.run_example(example))
+                    except BaseException as exc:  # never lose an example to a bug
+                        from ponder.support.secrets import redact
+
+                        done.put(ExampleResult(id=example.id, example=example,
+                                               failure=redact(f"{type(exc).__name__}: {exc}")))
+            done.put(None)
+
+        threads = [threading.Thread(target=work, name=f"ponder-eval_{i}", daemon=True)
+                   for i in range(workers)]
+        for thread in threads:
+            thread.start()
+        finished = 0
+        try:
+            while finished < workers:
+                item = done.get()
+                if item is None:
+                    finished += 1
+                    continue
+                yield item
+        finally:
+            closed.set()
+
+    def run(self, data: Any) -> EvalResult:
+        """Every example of ``data`` (a Dataset, a path, or Examples), recorded as it finishes."""
+        from ponder.support.progress import ProgressContext
+
+        dataset, examples = self._examples(data)
+        eval_id = self.eval_id(dataset)
+        self._record_eval(eval_id, dataset, examples, status="running")
+        results: dict[str, ExampleResult] = {}
+        status = "done"
+        score_sum = {"n": 0, "total": 0.0, "cost": 0.0}
+        first = next(iter(self.metrics))
+        with ProgressContext(total=len(examples), description=f"eval {self.label}",
+                             model=self.system.config.adapter.name or "",
+                             mode=self.progress) as progress:  # type: ignore[arg-type]
+            try:
+                for result in self.iter(examples):
+                    results[result.id] = result
+                    score_sum["cost"] += result.usage.get("cost", 0) + result.judge_usage.get(
+                        "cost", 0)
+                    if result.ok and result.scores.get(first) is not None:
+                        score_sum["n"] += 1
+                        score_sum["total"] += float(result.scores[first])
+                    mean = score_sum["total"] / score_sum["n"] if score_sum["n"] else 0.0
+                    text = f"{first} {mean:.3f}, ${score_sum['cost']:.4f}"
+                    if result.ok:
+                        progress.update(advance=1, status=text)
+                    else:
+                        progress.update(advance=1, failed=1, status=text)
+            except KeyboardInterrupt:
+                self.stop()
+                status = "interrupted"
+        ordered = [results[e.id] for e in examples if e.id in results]
+        not_run = [e.id for e in examples if e.id not in results]
+        if not_run and status == "done":
+            status = "stopped"
+        result = EvalResult(
+            eval_id=eval_id, label=self.label, dataset=dataset.path,
+            dataset_digest=dataset.digest, config_digest=self.config_digest,
+            metrics=list(self.metrics), per_example=ordered,
+            binary={n: bool(getattr(m, "binary", False)) for n, m in self.metrics.items()},
+            not_run=not_run, config=self.config.to_dict(masked=True), seed=self.seed)
+        self._record_eval(eval_id, dataset, examples, status=status, result=result)
+        return result
+
+    def _record_eval(self, eval_id: str, dataset: Dataset, examples: list[Example], *,
+                     status: str, result: EvalResult | None = None) -> None:
+        if self.store is None:
+            return
+        record: dict[str, Any] = {
+            "id": eval_id, "label": self.label, "status": status, "dataset": dataset.path,
+            "dataset_digest": dataset.digest, "config_digest": self.config_digest,
+            "config": self.config.to_dict(masked=True), "metrics": list(self.metrics),
+            "binary": {n: bool(getattr(m, "binary", False)) for n, m in self.metrics.items()},
+            "seed": self.seed,
+            "examples": [{**e.to_dict(), "line": e.line, "key": self._record_key(e)}
+                         for e in examples],
+        }
+        try:
+            old = self.store.storage.get_record(NAMESPACE, f"eval/{eval_id}") or {}
+        except Exception:
+            old = {}
+        record["started_at"] = old.get("started_at") or now()
+        record["updated_at"] = now()
+        record["runs"] = int(old.get("runs", 0)) + (1 if result is None else 0)
+        if result is not None:
+            record["finished_at"] = now()
+            summary = result.to_dict()
+            summary.pop("per_example")
+            record["summary"] = summary
+        try:
+            self.store.put_eval(eval_id, record)
+        except Exception as exc:  # recording is secondary to the results
+            log.warning("could not record eval %s: %s", eval_id, exc)
+
+
+def evaluate(system_or_config: Any, dataset: Any, metrics: Sequence[str] = ("contains",), *,
+             concurrency: int | None = None, **kwargs: Any) -> EvalResult:
+    """Evaluate a System (or Config, or config file) on ``dataset`` (a Dataset, a path, or a
+    list of Examples) with ``metrics``; ``kwargs`` go to :class:`Evaluator`."""
+    evaluator = Evaluator(system_or_config, metrics, concurrency=concurrency, **kwargs)
+    try:
+        return evaluator.run(dataset)
+    finally:
+        evaluator.close()
