@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -23,12 +24,17 @@ from typing import Any
 import attrs
 
 from ponder.engine.answer import Answer, Draft, extract_citations
-from ponder.kernel.config import Config, check_components, load_config
 from ponder.errors import ConfigError
+from ponder.kernel.config import Config, check_components, load_config
 from ponder.support.observability import SpanType, Tracker
 from ponder.support.results import describe_outcome
 
 log = logging.getLogger("ponder.run")
+
+#: an answer that says it found nothing (``NOT FOUND``, "could not find", "no information")
+_NOTHING_FOUND = re.compile(
+    r"\b(not found|could not (?:find|locate)|couldn't find|no (?:relevant )?information)\b",
+    re.IGNORECASE)
 
 #: provider key variables that select a hosted adapter when none is configured, in order
 HOSTED_DEFAULTS: tuple[tuple[str, str], ...] = (
@@ -117,11 +123,7 @@ class RunRecorder:
     def finish(self, answer: Answer, tracker: Tracker) -> None:
         if self.storage is None:
             return
-        status = "ok"
-        if answer.stopped_by == "interrupted":
-            status = "interrupted"
-        elif answer.partial:
-            status = "partial" if answer.answer else "failed"
+        status = answer.status  # the JSON and the exit code say the same
         data = answer.to_dict()
         result = {
             "status": status,
@@ -136,6 +138,7 @@ class RunRecorder:
             "note": answer.note,
             "problems": answer.problems,
             "spans": [span.to_dict() for span in tracker.spans],
+            "adapters": getattr(self, "adapters", None),
         }
         self._safely("finish the run", lambda: self.storage.finish_run(self.run_id, result))
 
@@ -163,7 +166,7 @@ class System:
     """A configured ponder: plugins loaded, components chosen, ready to ``ask``."""
 
     def __init__(self, config: Config | None = None, *, plugins: Any = None,
-                 progress: str = "auto") -> None:
+                 progress: str = "auto", budget: Any = None) -> None:
         from ponder.kernel.loader import load_plugins
 
         self.config = config or Config()
@@ -171,9 +174,20 @@ class System:
             settings = self.config.plugins
             plugins = load_plugins(modules=settings.load, allow=settings.allow,
                                    disable=settings.disable, strict=settings.strict)
+        #: whether the plugins came from the config (a worker process can load them again)
+        self._plugins_from_config = plugins is None
         self.plugins = plugins
         self.progress = progress
+        #: the ``[executor]``, built on first use, then kept, so workers (Ray actors) stay warm
+        self._executor: Any = None
+        #: the rate limiter of ``[adapter] rpm``/``tpm``, built on first use and shared by this
+        #: System's runs (one key, one budget); set one yourself (another window) before asking
+        self.rate_limiter: Any = None
+        #: a :class:`ponder.engine.budget.ConcurrencyBudget` shared by several asks at once (an
+        #: eval): each ask's parallel calls draw from it; None = ``[limits] concurrency`` each
+        self.budget = budget
         check_components(self.config, self.plugins)  # fail early, before any source is read
+        self.open_executor()  # a missing extra (ray) fails here too, before anything is recorded
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> System:
@@ -212,6 +226,10 @@ class System:
                             "it is tried once", name)
                 continue
             names.append(name)
+        if self.config.adapter.order == "measured":  # by recorded success rate, then latency
+            from ponder.support.measured import order_from_store
+
+            names = order_from_store(names, self.open_storage())
         links: list[Any] = []
         primary = None
         for name in names:
@@ -245,8 +263,10 @@ class System:
 
     def run(self, question: str, context: Any, *, chunk_tokens: int | None = None,
             tracker: Tracker | None = None, started: float | None = None) -> Answer:
-        from ponder.support.retry import RetryPolicy
         from ponder.engine.services import LimitReached, Services
+        from ponder.engine.signals import sigterm_as_interrupt
+        from ponder.engine.telemetry import watch_run
+        from ponder.support.retry import RetryPolicy
 
         started = time.perf_counter() if started is None else started
         adapter_name, adapter_reason = choose_adapter(self.config)
@@ -260,7 +280,10 @@ class System:
         limits = self.config.limits
         tracker = tracker or Tracker()
         run_id = uuid.uuid4().hex[:12]
-        recorder = RunRecorder(self.open_storage(), run_id)
+        # [telemetry]: exporters built now (a bad section fails here), spans exported at the end
+        watch_run(self, tracker, run_id=run_id, model=model_info.model, adapter=adapter_name,
+                  question=question)
+        recorder = RunRecorder(self._open_storage_for_run(), run_id)
         recorder.begin(question=question, context=context, config=self.config,
                        model=model_info.model, adapter=adapter_name, strategy=strategy_name)
         cache = self.open_cache(adapter)
@@ -289,11 +312,16 @@ class System:
             cache=cache,
             on_call=recorder.record_call,
             storage=recorder.storage,
+            budget=self.budget,
+            **self._executor_services(adapter_name, predictor_name, chunk_tokens),
         )
         try:
             with tracker.span("run", SpanType.RUN, run_id=run_id, strategy=strategy_name):
                 try:
-                    draft = strategy.run(question, context, services)
+                    # SIGTERM (a supervisor, `timeout`, a closed terminal) ends the run as
+                    # Ctrl-C does: a partial answer, recorded as interrupted
+                    with sigterm_as_interrupt():
+                        draft = strategy.run(question, context, services)
                 except LimitReached as exc:
                     draft = Draft(text="", reason=str(exc))
                 except KeyboardInterrupt:
@@ -309,12 +337,68 @@ class System:
             if cache is not None:
                 cache.close()
         try:
+            # per adapter: requests served and failed over (``ponder runs stats``)
+            recorder.adapters = lm.stats() if hasattr(lm, "stats") else None
             recorder.finish(answer, tracker)
         finally:
             recorder.close()
         return answer
 
     # --- run store and cache ---------------------------------------------------------------------
+    def _open_storage_for_run(self) -> Any:
+        """:meth:`open_storage` for an ask: a store that cannot be opened (a read-only or
+        damaged file) is warned about once and the run goes on unrecorded, since recording never
+        costs an answer (docs/storage.md). A misnamed store is bad input and still raises."""
+        from ponder.support.secrets import redact
+
+        try:
+            return self.open_storage()
+        except ConfigError:
+            raise
+        except Exception as exc:
+            log.warning("this run is not recorded: the run store could not be opened (%s)",
+                        redact(str(exc)))
+            return None
+
+    def open_executor(self) -> Any:
+        """The ``[executor]`` (default ``threads``), built once per System; None when this plugin
+        set lacks the default (Services then uses its own threads)."""
+        if self._executor is None:
+            name = self.config.executor.name
+            if name is None or (name not in self.plugins.registry("executor")
+                                and self.config.origin("executor.name") == "default"):
+                return None
+            self._executor = self.build("executor")
+        return self._executor
+
+    def _executor_services(self, adapter_name: str, predictor_name: str,
+                           chunk_tokens: int | None) -> dict[str, Any]:
+        """The executor, the rate limiter and (for an executor with worker processes) the
+        :class:`ponder.engine.remote.WorkerSpec` a run's services are built with."""
+        executor = self.open_executor()
+        rpm, tpm = self.config.adapter.rpm, self.config.adapter.tpm
+        if self.rate_limiter is None and (rpm is not None or tpm is not None):
+            if executor is not None:
+                self.rate_limiter = executor.rate_limiter(rpm, tpm)
+            else:
+                from ponder.engine.ratelimit import RateLimiter
+
+                self.rate_limiter = RateLimiter(rpm, tpm)
+        spec = None
+        if getattr(executor, "needs_worker_spec", False):
+            from ponder.engine.remote import WorkerSpec
+
+            cache = self.config.cache
+            spec = WorkerSpec(
+                key=f"{id(self):x}-{adapter_name}-{predictor_name}-{chunk_tokens}",
+                config=self.config,
+                adapter=adapter_name, predictor=predictor_name,
+                plugins=None if self._plugins_from_config else self.plugins,
+                chunk_tokens=chunk_tokens, max_retries=self.config.limits.max_retries,
+                concurrency=self.config.limits.concurrency, cache=cache.enabled,
+                rate_limiter=self.rate_limiter)
+        return {"executor": executor, "rate_limiter": self.rate_limiter, "worker_spec": spec}
+
     def open_storage(self) -> Any:
         """The configured run store (``[storage]``, default ``sqlite``), or None without one."""
         name = self.config.storage.name
@@ -357,9 +441,23 @@ class System:
         if not text and services.stopped_by:
             text = f"(no answer: the run was stopped by {services.stopped_by} before any " \
                    f"evidence was gathered)"
-        return Answer(
+        dropped: list[dict[str, Any]] = []
+        citations = extract_citations(text, context.documents, read=draft.read, dropped=dropped)
+        problems = [redact(problem)
+                    for problem in [*draft.problems, *getattr(services, "problems", [])]]
+        if dropped:
+            shown = ", ".join(f"{d['path']}:{d['line']} ({d['reason']})" for d in dropped[:5])
+            more = f" and {len(dropped) - 5} more" if len(dropped) > 5 else ""
+            problems.append(redact(f"{len(dropped)} citation(s) dropped: {shown}{more}"))
+        if not citations and draft.evidence and not _NOTHING_FOUND.search(text or ""):
+            # the model cited nothing: cite where the findings it was given came from (not for
+            # an answer that says it found nothing: citing would claim evidence it disowns)
+            citations = extract_citations(
+                " ".join(f"{c.path}:{c.line}" for c in draft.evidence), context.documents,
+                read=draft.read)
+        answer = Answer(
             answer=text,
-            citations=extract_citations(text, context.documents),
+            citations=citations,
             strategy=strategy_label,
             model=model,
             # a copy: calls abandoned at a stop may still finish and add to the live one
@@ -375,5 +473,12 @@ class System:
                     "largest_prompt_tokens": max(draft.largest_prompt_tokens,
                                                  services.largest_prompt_tokens)},
             note=note,
-            problems=[redact(problem) for problem in draft.problems],
+            problems=problems,
+            citations_dropped=dropped,
         )
+        if answer.status == "failed":
+            # no evidence was read: there is no answer, only what happened (the note)
+            answer.note = f"{text} ({note})" if note and text else (note or text or None)
+            answer.answer = ""
+            answer.citations = []
+        return answer

@@ -101,6 +101,15 @@ def test_an_answer_that_cites_nothing_cites_the_chunks_its_findings_came_from():
     assert answer.citations_dropped == []
 
 
+def test_an_answer_that_found_nothing_is_not_given_the_findings_citations():
+    """Evidence stands behind an answer; one that says it found nothing has none to cite."""
+    rules = [*MAP_RULES, {"pattern": r"`partial_answers`",
+                          "reply": {"answer": "I could not find MAGIC_PORT in the sources."}}]
+    draft, answer = run(rules, documents(), map_reduce.MapReduceStrategy())
+    assert draft.evidence  # a chunk did report a finding …
+    assert answer.citations == []  # … but the answer disowns it, so nothing is cited
+
+
 def test_a_cited_line_the_strategy_never_read_is_dropped_and_said():
     """The model cites a line of a chunk whose call failed (never read), and a blank line."""
     rules = [
