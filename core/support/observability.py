@@ -3,7 +3,8 @@
 A :class:`Tracker` records spans; nesting follows :mod:`contextvars`, so async tasks inherit
 their parent span, and a worker thread does too when its callable is wrapped with
 :func:`in_current_context` (plain threads start with an empty context). Error text and span
-attributes pass through :mod:`ponder.support.secrets` before they are kept, so traces hold no secrets.
+attributes pass through :mod:`ponder.support.secrets` before they are kept, so traces hold no
+secrets.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ T = TypeVar("T")
 
 
 class SpanType(enum.StrEnum):
-    """What kind of work a span covers (used to group the summary)."""
+    """What kind of work a span covers (used to group the summary, and by the telemetry export
+    to pick each span's OpenTelemetry name and attributes: ``ponder.engine.telemetry``).
+
+    ``CHUNK`` is one map item. The subsystems' own kinds (an eval example, an optimizer trial, a
+    pipeline stage, a batch job step) are here too; a new kind is added here and given its
+    export convention with ``ponder.engine.telemetry.register_convention``.
+    """
 
     RUN = "run"
     STRATEGY = "strategy"
@@ -41,6 +48,10 @@ class SpanType(enum.StrEnum):
     RETRIEVE = "retrieve"
     TOOL = "tool"
     IO = "io"
+    EVAL_EXAMPLE = "eval_example"
+    TRIAL = "trial"
+    STAGE = "stage"
+    BATCH = "batch"
     OTHER = "other"
 
 
@@ -121,6 +132,9 @@ class Tracker:
             parent_id = parent.id if parent is not None else None
         span = Span(name=name, type=_span_type(type), parent_id=parent_id, attributes=attributes)
         token = self._current.set(span)
+        # while a span is open, @track records into this tracker, under this span
+        previous_active = _active_tracker.get()
+        active = _active_tracker.set(self)
         try:
             yield span
         except BaseException as exc:
@@ -131,8 +145,10 @@ class Tracker:
         finally:
             try:
                 self._current.reset(token)
+                _active_tracker.reset(active)
             except ValueError:  # exited in another context (async generators): restore by hand
                 self._current.set(parent)
+                _active_tracker.set(previous_active)
             self._finish(span)
 
     def current_span(self) -> Span | None:
@@ -142,6 +158,11 @@ class Tracker:
     def _finish(self, span: Span) -> None:
         span.duration_s = time.perf_counter() - span._t0
         span.end = span.start + span.duration_s
+        self.adopt(span)
+
+    def adopt(self, span: Span) -> None:
+        """Record a span that finished elsewhere (an executor's worker process) with its own
+        times, as if it had finished here: listeners (the run store, exporters) see it too."""
         span.attributes = clean_secrets(span.attributes)
         with self._lock:
             self._spans.append(span)
@@ -228,6 +249,18 @@ def in_current_context(fn: Callable[..., T]) -> Callable[..., T]:
 
 _default_tracker = Tracker()
 _enabled = False
+#: the tracker whose span is open in this context (a run's), which @track records into
+_active_tracker: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar(
+    "ponder_active_tracker", default=None)
+
+
+def _tracker_for_track() -> Tracker | None:
+    """Where a @track call records: the open run's tracker (so its spans join the run's tree),
+    else the default tracker when tracking is enabled, else nowhere."""
+    active = _active_tracker.get()
+    if active is not None:
+        return active
+    return _default_tracker if _enabled else None
 
 
 def get_tracker() -> Tracker:
@@ -256,10 +289,13 @@ def track(
 
 
 def track(name: Any = None, span_type: SpanType | str = SpanType.OTHER) -> Any:
-    """Decorator: record each call of a sync or async function as a span in the default tracker.
+    """Decorator: record each call of a sync or async function as a span.
 
-    When tracking is disabled the function is called directly (one flag check). The span name
-    defaults to the function's qualified name. Use as ``@track`` or ``@track("name", type)``.
+    Inside an open span of some :class:`Tracker` (a run's), the call is recorded there, as a
+    child of that span, so decorated helpers appear in the run's tree and its export. Outside
+    any, it is recorded in the default tracker when :func:`enable_tracking` is on, and otherwise
+    the function is called directly (one context-variable lookup). The span name defaults to
+    the function's qualified name. Use as ``@track`` or ``@track("name", type)``.
     """
     if callable(name):  # bare @track
         return track()(name)
@@ -272,18 +308,20 @@ def track(name: Any = None, span_type: SpanType | str = SpanType.OTHER) -> Any:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                if not _enabled:
+                tracker = _tracker_for_track()
+                if tracker is None:
                     return await fn(*args, **kwargs)
-                with _default_tracker.span(span_name, kind):
+                with tracker.span(span_name, kind):
                     return await fn(*args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not _enabled:
+            tracker = _tracker_for_track()
+            if tracker is None:
                 return fn(*args, **kwargs)
-            with _default_tracker.span(span_name, kind):
+            with tracker.span(span_name, kind):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

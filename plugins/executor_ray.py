@@ -1,0 +1,444 @@
+"""The ``ray`` executor: a run's parallel items on a pool of Ray actors, on one machine or more.
+
+Each actor is a worker process that builds the run's LM client, predictor and DSPy modules once
+(from a :class:`ponder.engine.remote.WorkerSpec`) and keeps them warm for every item it runs;
+``threads_per_worker`` items run at once in each (LM calls mostly wait on the network). The
+driver hands out at most ``[limits] concurrency`` items at a time, each with the run's remaining
+budget, and yields results as they finish, so progress stays live; every result carries the
+item's usage and call records (:mod:`ponder.engine.remote`), which the driver counts, prices and
+records exactly as its own calls.
+
+**A lost worker** (its process killed, its node gone): the items it held are handed to a fresh
+actor, up to ``max_item_retries`` times each, and the answer lists the loss among its problems;
+an item lost more often fails with :class:`WorkerLost`. Calls the dead worker made before it died
+were never reported: they are the one thing not counted (the provider may have billed them).
+
+**Limits**: a limit spent stops the hand-out at once; items in flight finish (within their
+budget) or, at the deadline, are abandoned; what is queued is cancelled (``ray.cancel``).
+``[adapter] rpm``/``tpm`` live in one actor (:class:`RateLimiterActor`) that every worker and the
+driver ask before each request.
+
+Config::
+
+    [executor]
+    name = "ray"
+    # address = "auto"            # a running cluster (`ray start --head`), or "ray://host:10001"
+    # num_cpus = 4                # without an address: the local cluster's size
+    # num_workers = 4             # actors (default: the cluster's CPUs, at most the concurrency)
+    # threads_per_worker = 2      # items at once per actor (default: concurrency / workers)
+
+Ray is an optional extra: ``pip install -e '.[ray]'`` (``pip install 'ponder[ray]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import attrs
+
+from ponder import hookimpl
+from ponder.errors import ConfigError
+
+PONDER_PLUGIN_API = 1
+
+log = logging.getLogger("ponder.run")
+
+INSTALL_HINT = ("the ray executor needs Ray, an optional extra; install it with "
+                "pip install -e '.[ray]' (or pip install 'ponder[ray]')")
+
+_optional_positive = attrs.validators.optional(attrs.validators.ge(1))
+
+
+@attrs.define
+class RaySettings:
+    #: a running cluster: "auto" (found on this machine) or "ray://host:port"; None starts a
+    #: local cluster of ``num_cpus`` (or joins the one this process already started)
+    address: str | None = None
+    #: the local cluster's CPUs when no address is given (None: Ray counts this machine's)
+    num_cpus: int | None = attrs.field(default=None, validator=_optional_positive)
+    #: actors in the pool (None: the cluster's CPUs, at most ``[limits] concurrency``)
+    num_workers: int | None = attrs.field(default=None, validator=_optional_positive)
+    #: items one actor runs at once (None: ``concurrency`` spread over the workers)
+    threads_per_worker: int | None = attrs.field(default=None, validator=_optional_positive)
+    #: times an item is handed to a new worker after the one running it was lost
+    max_item_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+
+
+class WorkerLost(RuntimeError):
+    """An item's worker died more often than ``max_item_retries`` allows."""
+
+
+def import_ray() -> Any:
+    """``ray``, or a ConfigError that says how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(INSTALL_HINT) from exc
+    return ray
+
+
+# --- the actors ---------------------------------------------------------------------------------
+def _build_runtime(spec: Any) -> Any:
+    """A worker's warm components for ``spec``, built the way the driver's System built them."""
+    from ponder.engine.remote import WorkerRuntime
+
+    if spec is None:
+        return WorkerRuntime(None)
+    from ponder.engine.system import System
+
+    system = System(spec.config, plugins=spec.plugins, progress="silent")
+    lm, model_info, adapter = system._build_lm(spec.adapter)
+    predictor = system.build("predictor", spec.predictor)
+    names = {"adapter": (spec.adapter, getattr(adapter, "settings", None)),
+             "predictor": (spec.predictor, getattr(predictor, "settings", None)),
+             "retriever": (spec.config.retriever.name, None)}
+    return WorkerRuntime(spec, lm=lm, model_info=model_info, predictor=predictor,
+                         dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)(),
+                         cache=system.open_cache(adapter) if spec.cache else None,
+                         plugins=system.plugins, names=names)
+
+
+class PonderWorker:
+    """One actor: runtimes by spec key (one warm LM client per run configuration)."""
+
+    def __init__(self) -> None:
+        self._runtimes: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, spec_key: str, spec_box: list[Any], key: str, task_box: list[Any],
+            index: int, item: Any, budget: Any) -> Any:
+        import ray
+
+        with self._lock:  # built once, by the first item; the others wait for it
+            runtime = self._runtimes.get(spec_key)
+            if runtime is None:
+                spec = ray.get(spec_box[0]) if spec_box[0] is not None else None
+                runtime = self._runtimes[spec_key] = _build_runtime(spec)
+        return runtime.run(key, lambda: ray.get(task_box[0]), index, item, budget)
+
+
+class RateLimiterActor:
+    """The run's one :class:`ponder.engine.ratelimit.RateLimiter`, for every worker."""
+
+    def __init__(self, rpm: float | None, tpm: int | None, window_s: float = 60.0) -> None:
+        from ponder.engine.ratelimit import RateLimiter
+
+        self.limiter = RateLimiter(rpm, tpm, window_s=window_s)
+
+    def estimate(self, prompt_tokens: int) -> int:
+        return self.limiter.estimate(prompt_tokens)
+
+    def try_acquire(self, tokens: int) -> tuple[int | None, float]:
+        return self.limiter.try_acquire(tokens)
+
+    def settle(self, ticket: int | None, tokens: int | None) -> None:
+        self.limiter.settle(ticket, tokens)
+
+    def learn(self, prompt_estimate: int, actual_tokens: int) -> None:
+        self.limiter.learn(prompt_estimate, actual_tokens)
+
+    def stats(self) -> dict[str, Any]:
+        return self.limiter.stats()
+
+
+class RayRateLimiter:
+    """A client of the :class:`RateLimiterActor`, with the RateLimiter's methods; it pickles
+    (an actor handle), so the driver and every worker share the one actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def estimate(self, prompt_tokens: int) -> int:
+        import ray
+
+        return ray.get(self.actor.estimate.remote(prompt_tokens))
+
+    def try_acquire(self, tokens: int) -> tuple[int | None, float]:
+        import ray
+
+        return tuple(ray.get(self.actor.try_acquire.remote(tokens)))  # type: ignore[return-value]
+
+    def acquire(self, tokens: int, *, remaining_s: Callable[[], float | None] = lambda: None,
+                sleep: Callable[[float], None] = time.sleep) -> int | None:
+        from ponder.engine.ratelimit import wait_for_ticket
+
+        return wait_for_ticket(self.try_acquire, tokens, remaining_s=remaining_s, sleep=sleep)
+
+    def settle(self, ticket: int | None, tokens: int | None) -> None:
+        self.actor.settle.remote(ticket, tokens)  # in order per caller; no need to wait
+
+    def learn(self, prompt_estimate: int, actual_tokens: int) -> None:
+        self.actor.learn.remote(prompt_estimate, actual_tokens)
+
+    def stats(self) -> dict[str, Any]:
+        import ray
+
+        return ray.get(self.actor.stats.remote())
+
+
+# --- the executor -------------------------------------------------------------------------------
+class RayExecutor:
+    """Runs items on Ray actors (``[executor] name = "ray"``)."""
+
+    name = "ray"
+    #: the run's services travel as a WorkerSpec (``System`` builds one for this executor)
+    needs_worker_spec = True
+
+    def __init__(self, settings: RaySettings | None = None) -> None:
+        self.settings = settings or RaySettings()
+        import_ray()  # a missing extra is a configuration error, reported before any work
+        self._workers: list[Any] = []
+        self._threads = 0
+        self._spec_refs: dict[str, Any] = {}
+        self._started_ray = False
+        self._warned: set[str] = set()
+        #: what happened to workers over this executor's life (the run's record, the tests)
+        self.lost_workers = 0
+        self.resubmitted = 0
+
+    # --- cluster and pool ------------------------------------------------------------------------
+    def _ray(self) -> Any:
+        ray = import_ray()
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                       "logging_level": logging.WARNING}
+            if self.settings.address:
+                ray.init(address=self.settings.address, **options)
+            else:
+                ray.init(num_cpus=self.settings.num_cpus, **options)
+            self._started_ray = True
+        return ray
+
+    def _pool(self, ray: Any, size: int, threads: int) -> list[Any]:
+        if self._workers and threads != self._threads:  # a different shape: start afresh
+            self._kill_workers(ray)
+        self._threads = threads
+        while len(self._workers) < size:
+            self._workers.append(self._new_worker(ray))
+        return self._workers
+
+    def _new_worker(self, ray: Any) -> Any:
+        # no CPU reserved (a worker mostly waits on the network); SPREAD puts the actors on
+        # different nodes of a cluster instead of packing them onto the head
+        return ray.remote(PonderWorker).options(max_concurrency=self._threads, num_cpus=0,
+                                                scheduling_strategy="SPREAD").remote()
+
+    def _replace(self, ray: Any, slot: int, dead: Any) -> None:
+        if slot < len(self._workers) and self._workers[slot] is dead:
+            self.lost_workers += 1
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(dead, no_restart=True)
+            self._workers[slot] = self._new_worker(ray)
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the pool's actors (a test kills one)."""
+        ray = self._ray()
+        return list(ray.get([worker.pid.remote() for worker in self._workers]))
+
+    def _spec_ref(self, ray: Any, spec: Any) -> Any:
+        ref = self._spec_refs.get(spec.key)
+        if ref is None:
+            ref = self._spec_refs[spec.key] = ray.put(spec)
+        return ref
+
+    def rate_limiter(self, rpm: float | None, tpm: int | None, *,
+                     window_s: float = 60.0) -> Any:
+        ray = self._ray()
+        actor = ray.remote(RateLimiterActor).options(num_cpus=0)
+        return RayRateLimiter(actor.remote(rpm, tpm, window_s))
+
+    # --- map -------------------------------------------------------------------------------------
+    def map(self, task: Callable[[int, Any], Any], items: Sequence[Any], *, services: Any,
+            concurrency: int) -> Iterator[Any]:
+        from ponder.engine.executor import ThreadExecutor
+        from ponder.engine.remote import dumps_task, task_key
+
+        if not items:
+            return
+        spec = getattr(services, "worker_spec", None)
+        try:
+            data, uses_services = dumps_task(task)
+            if uses_services and spec is None:
+                raise TypeError("these services were not built by a System, so a worker "
+                                "cannot rebuild them")
+            ray = self._ray()
+            spec_box = [self._spec_ref(ray, spec) if spec is not None else None]
+        except Exception as exc:  # what cannot travel runs here, as it always did
+            reason = f"{type(exc).__name__}: {exc}"
+            if reason not in self._warned:
+                self._warned.add(reason)
+                log.warning("the ray executor runs this map on threads instead: %s", reason)
+            yield from ThreadExecutor().map(task, items, services=services,
+                                            concurrency=concurrency)
+            return
+        concurrency = max(1, concurrency)
+        size = self.settings.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        size = max(1, min(size, concurrency))
+        threads = self.settings.threads_per_worker or -(-concurrency // size)
+        self._pool(ray, size, threads)
+        run = _Run(self, ray, services, items, concurrency=concurrency, size=size,
+                   spec_key=spec.key if spec is not None else "", spec_box=spec_box,
+                   key=task_key(data), task_box=[ray.put(data)])
+        yield from run.outcomes()
+
+    def _kill_workers(self, ray: Any) -> None:
+        for worker in self._workers:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(worker, no_restart=True)
+        self._workers = []
+
+    def close(self) -> None:
+        """Stop the actors (and the local cluster, if this executor started it)."""
+        try:
+            import ray
+        except ImportError:
+            return
+        if ray.is_initialized():
+            self._kill_workers(ray)
+            self._spec_refs.clear()
+            if self._started_ray:
+                ray.shutdown()
+                self._started_ray = False
+
+
+class _Run:
+    """One map's hand-out loop: queue, in-flight refs, lost-worker retries."""
+
+    def __init__(self, executor: RayExecutor, ray: Any, services: Any, items: Sequence[Any], *,
+                 concurrency: int, size: int, spec_key: str, spec_box: list[Any], key: str,
+                 task_box: list[Any]) -> None:
+        self.executor = executor
+        self.ray = ray
+        self.services = services
+        self.items = items
+        self.concurrency = concurrency
+        self.size = size
+        self.spec_key = spec_key
+        self.spec_box = spec_box
+        self.key = key
+        self.task_box = task_box
+        self.queue: deque[int] = deque(range(len(items)))
+        self.pending: dict[Any, tuple[int, int, Any]] = {}
+        self.load = [0] * size
+        self.lost: dict[int, int] = {}
+        # the span the map runs in (the strategy's): the workers' item spans hang under it
+        current = services.tracker.current_span()
+        self.parent_id = current.id if current is not None else None
+
+    def _submit(self) -> None:
+        from ponder.engine.remote import budget_of
+
+        workers = self.executor._workers
+        while (self.queue and len(self.pending) < self.concurrency
+               and self.services.stopped_by is None):
+            index = self.queue.popleft()
+            slot = min(range(self.size), key=self.load.__getitem__)
+            worker = workers[slot]
+            ref = worker.run.remote(self.spec_key, self.spec_box, self.key, self.task_box, index,
+                                    self.items[index], budget_of(self.services))
+            self.pending[ref] = (index, slot, worker)
+            self.load[slot] += 1
+
+    def outcomes(self) -> Iterator[Any]:
+        from ponder.engine.executor import Outcome
+
+        ray = self.ray
+        try:
+            try:
+                while self.queue or self.pending:
+                    self._submit()
+                    if not self.pending:
+                        break
+                    remaining = self.services.remaining_s()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    # wake at least twice a second, so Ctrl-C and the deadline are noticed
+                    wait = 0.5 if remaining is None else min(0.5, remaining)
+                    ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=wait)
+                    for ref in ready:
+                        outcome = self._collect(ref, retry=True)
+                        if outcome is not None:
+                            yield outcome
+            except KeyboardInterrupt:
+                self.services.interrupt()
+            # stopped: keep what finished (it was paid for), cancel the rest
+            if self.pending:
+                ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+                for ref in ready:
+                    outcome = self._collect(ref, retry=False)
+                    if outcome is not None and outcome.status == "done" and \
+                            outcome.error is None:
+                        yield outcome
+                    elif outcome is not None:
+                        yield Outcome(outcome.index, status="cancelled")
+                for ref, (index, _slot, _worker) in list(self.pending.items()):
+                    self._cancel(ref)
+                    yield Outcome(index, status="cancelled")
+                self.pending.clear()
+        finally:
+            for ref in self.pending:
+                self._cancel(ref)
+            self.pending.clear()
+            self._note_losses()
+
+    def _cancel(self, ref: Any) -> None:
+        with contextlib.suppress(Exception):  # finished meanwhile, or its worker is gone
+            self.ray.cancel(ref)
+
+    def _collect(self, ref: Any, *, retry: bool) -> Any:
+        """The outcome of a finished ref (None: its item was queued again)."""
+        from ponder.engine.executor import Outcome
+        from ponder.engine.remote import RemoteError, absorb, rebuild_error
+
+        ray = self.ray
+        index, slot, worker = self.pending.pop(ref)
+        self.load[slot] -= 1
+        try:
+            status, payload, report = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                ray.exceptions.ObjectLostError) as exc:
+            self.executor._replace(ray, slot, worker)
+            self.lost[index] = self.lost.get(index, 0) + 1
+            if retry and self.lost[index] <= self.executor.settings.max_item_retries \
+                    and self.services.stopped_by is None:
+                log.warning("a ray worker was lost running item %d; running it again", index)
+                self.executor.resubmitted += 1
+                self.queue.appendleft(index)
+                return None
+            return Outcome(index, error=WorkerLost(
+                f"the ray worker running item {index} was lost {self.lost[index]} time(s): "
+                f"{type(exc).__name__}"))
+        except ray.exceptions.TaskCancelledError:
+            return Outcome(index, status="cancelled")
+        except ray.exceptions.RayTaskError as exc:  # the worker failed outside the item
+            return Outcome(index, error=RemoteError(str(exc).strip().splitlines()[-1]))
+        absorb(self.services, report, self.parent_id)
+        if status == "ok":
+            return Outcome(index, value=payload)
+        return Outcome(index, error=rebuild_error(payload))
+
+    def _note_losses(self) -> None:
+        if not self.lost:
+            return
+        problems = getattr(self.services, "problems", None)
+        note = (f"{sum(self.lost.values())} ray worker loss(es) hit {len(self.lost)} item(s); "
+                "they were run again on a new worker (calls the lost workers made are not "
+                "counted)")
+        if isinstance(problems, list):
+            problems.append(note)
+        log.warning(note)
+
+
+@hookimpl
+def ponder_register_executors(register):
+    register("ray", RayExecutor, settings=RaySettings)
