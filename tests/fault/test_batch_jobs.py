@@ -1,0 +1,276 @@
+"""``ponder batch`` end to end against the loopback fake provider's Files and Batch APIs, through
+litellm (create_file/create_batch/retrieve_batch/cancel_batch) and ``stream_download``: results
+arrive shuffled and are joined on custom_id, error-file and expired requests are retried live
+or listed, never dropped, costs are at the batch price, and the job lives in the run store so
+other processes (real ``python -m ponder`` subprocesses) see, cancel and resume it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ponder.testing import run_cli
+from ponder.testing.fake_provider import FakeProvider
+
+pytestmark = pytest.mark.fault
+
+KEY = "sk-batch-test-key-0123456789abcdef"
+VALUES = {f"KEY_{name}": str(1000 + i * 111) for i, name in enumerate("ABCDEFGH")}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """Eight questions, each over its own file holding one value, plus ponder.toml."""
+    src = tmp_path / "src"
+    src.mkdir()
+    rows = []
+    for name, value in VALUES.items():
+        (src / f"{name.lower()}.py").write_text(f"# settings\n{name} = {value}\n")
+        rows.append({"id": name, "question": f"What is {name}?",
+                     "sources": [f"src/{name.lower()}.py"], "answer": value})
+    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+@pytest.fixture
+def provider():
+    needles = dict(VALUES)
+    with FakeProvider(mode="oracle", needles=needles, api_key=KEY) as fake:
+        yield fake
+
+
+def write_config(project: Path, provider: FakeProvider, extra: str = "") -> Path:
+    config = project / "ponder.toml"
+    config.write_text(
+        f'[adapter]\nname = "litellm"\nmodel = "openai/gpt-4o-mini"\n'
+        f'api_base = "{provider.base_url}"\napi_key = "{KEY}"\n'
+        f'[batch]\npoll_interval = 0.05\n{extra}')
+    return config
+
+
+def cli(config: Path, *args: str):
+    return run_cli(["--config", str(config), "batch", *args])
+
+
+def as_json(result) -> dict:
+    assert result.stdout.strip(), result.output
+    return json.loads(result.stdout)
+
+
+def list_price(tokens_in: int, tokens_out: int) -> float:
+    from ponder.plugins.litellm_adapter import litellm_model_info
+
+    return litellm_model_info("openai/gpt-4o-mini").cost(tokens_in, tokens_out)
+
+
+def test_submit_wait_joins_shuffled_results_and_retries_the_error_file(project, provider):
+    provider.batches.configure(validating_s=0.05, in_progress_s=0.2, finalizing_s=0.05,
+                               error_rate=0.4, seed=7)
+    config = write_config(project, provider)
+    result = cli(config, "submit", str(project / "questions.jsonl"), "--wait", "--json")
+    assert result.exit_code == 0, result.output
+    job = as_json(result)
+    answers = {a["custom_id"]: a for a in job["answers"]}
+    assert set(answers) == set(VALUES)  # nothing dropped
+    for name, value in VALUES.items():  # joined on custom_id: each answer is its own question's
+        assert answers[name]["answer"] == value, answers[name]
+    live = [a for a in answers.values() if a["source"] == "live-retry"]
+    batch = [a for a in answers.values() if a["source"] == "batch"]
+    stats = provider.batches.stats()
+    assert stats["answered"] == len(batch) and 0 < len(live) < len(VALUES)
+    assert all("HTTP 500" in a["batch_error"] for a in live)
+    # every live retry is one chat request the provider served; the batch answered the rest
+    assert provider.stats()["by_path"].get("/v1/chat/completions", 0) == len(live)
+    usage = job["usage"]
+    assert usage["batch"]["calls"] == len(batch) and usage["live"]["calls"] == len(live)
+    tokens_in = sum(a["input_tokens"] for a in batch)
+    tokens_out = sum(a["output_tokens"] for a in batch)
+    assert usage["batch"]["input_tokens"] == tokens_in
+    assert usage["batch"]["cost_usd"] == pytest.approx(0.5 * list_price(tokens_in, tokens_out))
+    assert usage["live"]["cost_usd"] == pytest.approx(list_price(
+        sum(a["input_tokens"] for a in live), sum(a["output_tokens"] for a in live)))
+    assert job["pricing"]["mode"] == "batch" and job["pricing"]["discount"] == 0.5
+    # the output file really was out of order
+    output = Path(job["results_path"]).parent / "output.jsonl"
+    order = [json.loads(line)["custom_id"] for line in output.read_text().splitlines()]
+    assert order != sorted(order, key=list(VALUES).index)
+    # recorded as a run, with its calls and the total cost
+    runs = json.loads(run_cli(["--config", str(config), "runs", "--json"]).stdout)
+    run = next(r for r in runs if r["id"] == job["run_id"])
+    assert run["strategy"] == "batch"
+    assert run["cost_usd"] == pytest.approx(usage["cost_usd"])
+    assert KEY not in result.output
+
+
+def test_expired_requests_are_listed_without_retry_and_answered_with_it(project, provider):
+    provider.batches.configure(outcome="expired", expire_fraction=0.5, shuffle=True)
+    config = write_config(project, provider, "retry_failed = false\n")
+    submitted = as_json(cli(config, "submit", str(project / "questions.jsonl"), "--json"))
+    listed = cli(config, "results", submitted["id"], "--json")
+    assert listed.exit_code == 3, listed.output  # partial: some not answered
+    job = as_json(listed)
+    assert job["status"] == "expired"
+    failed = [a for a in job["answers"] if a["source"] == "failed"]
+    assert len(failed) == len(VALUES) // 2 == job["failed"]
+    assert all("batch_expired" in a["error"] for a in failed)
+    assert len(job["answers"]) == len(VALUES)
+    # a second submit, retrying live: everything answered, the expired half at list price
+    config = write_config(project, provider)
+    again = as_json(cli(config, "submit", str(project / "questions.jsonl"), "--wait", "--json"))
+    assert again["failed"] == 0 and again["usage"]["live"]["calls"] == len(VALUES) // 2
+    assert {a["answer"] for a in again["answers"]} == set(VALUES.values())
+
+
+def test_a_failed_batch_lists_every_request_with_the_reason(project, provider):
+    provider.batches.configure(outcome="failed")
+    config = write_config(project, provider, "retry_failed = false\n")
+    submitted = as_json(cli(config, "submit", str(project / "questions.jsonl"), "--json"))
+    result = cli(config, "results", submitted["id"])
+    assert result.exit_code == 3
+    assert "the batch failed" in result.stdout
+    assert result.stdout.count("(failed)") == len(VALUES)
+
+
+def _ponder(config: Path, *args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ponder", "--config", str(config), *args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kwargs)
+
+
+def test_a_poller_killed_mid_wait_resumes_from_the_store(project, provider):
+    provider.batches.configure(validating_s=0.2, in_progress_s=4.0)
+    config = write_config(project, provider)
+    waiter = _ponder(config, "batch", "submit", str(project / "questions.jsonl"), "--wait")
+    try:
+        seen = []
+        for line in waiter.stderr:  # the waiter reports each poll; kill it mid-run
+            seen.append(line)
+            if ": in_progress," in line:
+                break
+    finally:
+        waiter.kill()
+        waiter.wait(timeout=30)
+    job_id = seen[0].split()[1]
+    assert job_id.startswith("batch_")
+    status = as_json(cli(config, "status", job_id, "--json"))  # another process: the store
+    assert status["status"] in ("in_progress", "finalizing", "completed")
+    resumed = cli(config, "results", job_id[:14], "--json")  # a unique prefix is enough
+    assert resumed.exit_code == 0, resumed.output
+    job = as_json(resumed)
+    assert job["status"] == "completed" and job["answered"] == len(VALUES)
+    assert provider.batches.stats()["jobs"] == 1  # resumed, not resubmitted
+    # asking again reads the finished job: no download, no second charge
+    before = provider.stats()["requests"]
+    assert as_json(cli(config, "results", job_id, "--json"))["usage"] == job["usage"]
+    assert provider.stats()["requests"] == before
+
+
+def test_cancel_from_another_process(project, provider):
+    provider.batches.configure(validating_s=0.05, in_progress_s=30.0)
+    config = write_config(project, provider, "retry_failed = false\n")
+    submitted = as_json(cli(config, "submit", str(project / "questions.jsonl"), "--json"))
+    time.sleep(0.2)  # not a threshold: only so the job has left validating
+    proc = _ponder(config, "batch", "cancel", submitted["id"], "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["status"] in ("cancelling", "cancelled")
+    job = as_json(cli(config, "results", submitted["id"], "--json"))
+    assert job["status"] == "cancelled"
+    assert len(job["answers"]) == len(VALUES)  # every request accounted for
+    assert all(a["source"] in ("batch", "failed") for a in job["answers"])
+    assert any("batch_cancelled" in (a.get("error") or "") for a in job["answers"])
+
+
+def test_bad_questions_file_names_the_line(project, provider):
+    config = write_config(project, provider)
+    bad = project / "bad.jsonl"
+    bad.write_text('{"question": "ok?", "sources": ["src"]}\n{"question": "", "sources": []}\n')
+    result = cli(config, "submit", str(bad), "--json")
+    assert result.exit_code == 2
+    error = as_json(result)
+    assert f"{bad}:2" in error["error"] and "question" in error["error"]
+    assert provider.stats()["requests"] == 0  # nothing uploaded
+
+
+def test_an_adapter_without_a_batch_api_is_refused(project, provider):
+    config = project / "ponder.toml"
+    config.write_text('[adapter]\nname = "litellm"\nmodel = "anthropic/claude-3-5-haiku-latest"\n'
+                      'api_key = "sk-ant-not-real-000000000000"\n')
+    result = cli(config, "submit", str(project / "questions.jsonl"))
+    assert result.exit_code == 2
+    assert "anthropic" in result.stderr and "not supported" in result.stderr
+
+
+def test_an_unknown_job_id_is_bad_input(project, provider):
+    config = write_config(project, provider)
+    result = cli(config, "status", "batch_nope", "--json")
+    assert result.exit_code == 2
+    assert "no batch job 'batch_nope'" in as_json(result)["error"]
+
+
+def test_the_fake_fails_a_batch_whose_input_is_invalid(provider):
+    """The fake validates input files as OpenAI does: a line without custom_id fails the job."""
+    import litellm
+
+    kwargs = {"custom_llm_provider": "openai", "api_base": provider.base_url, "api_key": KEY}
+    line = {"method": "POST", "url": "/v1/chat/completions",
+            "body": {"messages": [{"role": "user", "content": "hi"}]}}
+    uploaded = litellm.create_file(file=("in.jsonl", (json.dumps(line) + "\n").encode()),
+                                   purpose="batch", **kwargs)
+    batch = litellm.create_batch(completion_window="24h", endpoint="/v1/chat/completions",
+                                 input_file_id=uploaded.id, **kwargs)
+    batch = litellm.retrieve_batch(batch_id=batch.id, **kwargs)
+    assert batch.status == "failed"
+    assert "custom_id" in batch.errors.data[0].message
+    assert batch.output_file_id is None
+
+
+def test_max_cost_binds_the_live_retries(project, provider):
+    """[limits] max_cost counts the batch's answers: past it, failures are listed, not retried."""
+    provider.batches.configure(outcome="expired", expire_fraction=0.5)
+    config = write_config(project, provider, "[limits]\nmax_cost = 0.000001\n")
+    result = cli(config, "submit", str(project / "questions.jsonl"), "--wait", "--json")
+    assert result.exit_code == 3, result.output
+    job = as_json(result)
+    assert job["usage"]["live"]["calls"] == 0
+    assert provider.stats()["by_path"].get("/v1/chat/completions", 0) == 0
+    failed = [a for a in job["answers"] if a["source"] == "failed"]
+    assert len(failed) == len(VALUES) // 2
+    assert all("not retried live: the max_cost limit" in a["error"] for a in failed)
+
+
+def test_ask_batch_runs_the_map_phase_as_one_job(project, provider):
+    """`ponder ask --batch`: map_reduce's chunks go as one batch job; the run then reuses every
+    reply the batch gave (response cache hits), asks the chunks it did not answer live, and
+    reduces live. Run again, it finds the same job instead of submitting another."""
+    for i in range(6):  # enough text for a dozen chunks
+        (project / "src" / f"filler_{i}.py").write_text(
+            "".join(f"filler_{i}_{j} = {j}\n" for j in range(40)))
+    provider.batches.configure(validating_s=0.05, in_progress_s=0.2, error_rate=0.3, seed=5)
+    config = write_config(project, provider)
+    args = ["--config", str(config), "ask", "--batch", "What is KEY_E?", str(project / "src"),
+            "--chunk-tokens", "64", "--json"]
+    result = run_cli(args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    batch = data["batch"]
+    assert "1444" in data["answer"]
+    assert batch["status"] == "completed"
+    assert batch["chunks"] == data["chunks"]["total"] > 1  # the run's own chunks
+    assert 0 < batch["cached"] == batch["answered"] < batch["chunks"]
+    assert data["usage"]["cached_calls"] == batch["cached"]  # every batch reply was reused
+    chat = provider.stats()["by_path"]["/v1/chat/completions"]
+    assert chat == data["usage"]["calls"]  # live: the chunks the batch failed, and the reduce
+    assert batch["usage"]["batch"]["cost_usd"] == pytest.approx(0.5 * list_price(
+        batch["usage"]["batch"]["input_tokens"], batch["usage"]["batch"]["output_tokens"]))
+    again = run_cli(args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["batch"]["id"] == batch["id"]
+    assert provider.batches.stats()["jobs"] == 1
