@@ -1,0 +1,98 @@
+"""The best candidate of a study as a *program*: a TOML file that layers over a config.
+
+Why the assignment and not the whole resolved config: the resolved config holds the machine's
+own settings (base URLs, key references, paths) and its secrets are masked in the store, so a
+program that replaced it would not run anywhere else. A program is the keys the study chose
+(``[strategy] chunk_tokens = 1600``, ``[adapter] temperature = 0.1``) plus, under
+``[optimize.program]``, where it came from: study, trial, dataset and its digest, metric, the
+val score and the baseline's. It is a valid ponder config file itself (``[optimize]`` is a
+subsystem section the kernel keeps raw), so ``ponder --config best.toml ask …`` works as well as
+``ponder ask --program best.toml …``. The masked resolved config is kept in the store's record
+(namespace ``study``, key ``<study>/program``) for the record, never executed.
+
+A program stored under a study's name is the artifact ``("program", <study>)`` in the run store.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ponder.errors import ConfigError
+from ponder.kernel.render import toml_key, toml_value
+
+ARTIFACT_KIND = "program"
+
+
+def render_program(overrides: list[tuple[str, Any]], provenance: Mapping[str, Any]) -> str:
+    """The program's TOML text: the overrides by section, then ``[optimize.program]``."""
+    sections: dict[str, dict[str, Any]] = {}
+    # a plugin's name before its settings: choosing a plugin drops settings set before it
+    for dotted, value in sorted(overrides, key=lambda kv: not kv[0].endswith(".name")):
+        section, _, key = dotted.partition(".")
+        sections.setdefault(section, {})[key] = value
+    lines = [f"# ponder program: study {provenance.get('study')}, trial "
+             f"{provenance.get('trial')}; layer it over a config with "
+             "`ponder ask --program FILE` (or use it as --config)", ""]
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{toml_key(k)} = {toml_value(v)}" for k, v in values.items())
+        lines.append("")
+    lines.append("[optimize.program]")
+    for key, value in provenance.items():
+        if value is not None:
+            lines.append(f"{toml_key(key)} = {toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def save_program(storage: Any, study: str, text: str, record: Mapping[str, Any]) -> None:
+    storage.put_artifact(ARTIFACT_KIND, study, text.encode())
+    storage.put_record("study", f"{study}/program", dict(record))
+
+
+def read_program(name_or_file: str, storage: Any = None) -> tuple[str, str]:
+    """``(toml text, where)`` of a program file, or of the program stored for a study."""
+    path = Path(name_or_file)
+    if path.is_file():
+        return path.read_text(), str(path)
+    data = None
+    if storage is not None:
+        data = storage.get_artifact(ARTIFACT_KIND, name_or_file)
+    if data is None:
+        raise ConfigError(f"--program {name_or_file}: no such file and no program stored for a "
+                          "study of that name (`ponder optimize show STUDY` lists a study)")
+    return data.decode(), f"program {name_or_file}"
+
+
+def program_overrides(name_or_file: str, storage: Any = None) -> list[tuple[tuple[str, ...], Any,
+                                                                             str]]:
+    """The program's keys as config overrides ``(path, value, origin)``, its provenance left
+    out. Without ``storage`` a name is looked up in the default run store."""
+    if storage is None and not Path(name_or_file).is_file():
+        storage = _default_storage()
+    text, where = read_program(name_or_file, storage)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    origin = f"--program {name_or_file}"
+    out: list[tuple[tuple[str, ...], Any, str]] = []
+    for section, values in data.items():
+        if section == "optimize":
+            continue
+        if not isinstance(values, Mapping):
+            out.append(((section,), values, origin))
+            continue
+        for key, value in sorted(values.items(), key=lambda kv: kv[0] != "name"):
+            out.append(((section, key), value, origin))
+    return out
+
+
+def _default_storage() -> Any:
+    from ponder.engine.system import System
+    from ponder.kernel.config import load_config
+
+    system = System(load_config())
+    return system.open_storage() or system.build("storage", "sqlite")
