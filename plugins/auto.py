@@ -1,37 +1,55 @@
-"""The ``auto`` strategy: pick ``direct``, ``map_reduce`` or ``hierarchical`` by a fixed rule.
+"""The ``auto`` strategy: pick a path by a fixed rule, and say which and why.
 
-No model is asked which strategy to use: the choice depends only on the numbers, so the same
-question over the same context always takes the same path, and the draft's ``reason`` says why,
-for example ``context ≈ 41,200 tokens > window budget 6,000; 9 chunks ≤ 64 → map_reduce``.
+No model is asked which strategy to use: the choice depends only on the numbers and the
+question's wording, so the same question over the same context always takes the same path, and
+the draft's ``reason`` says why, for example ``context ≈ 41,200 tokens > window budget 6,000; a
+lookup question; bm25 top-8 of 1,203 chunks first → found in 1 read call``.
 
 The rule, in order:
 
 1. the rendered context and the question fit one prompt (the window less the reply and the
    instructions) → ``direct``;
-2. the question asks for an aggregation ("how many", "count", "list all", "every", …)
-   → ``map_reduce``: every chunk must be read and combined, which a per-directory summary
-   could lose;
-3. more than ``hierarchical_chunks`` chunks spread over at least ``hierarchical_dirs``
-   directories → ``hierarchical``;
-4. otherwise → ``map_reduce`` (the reason says whether the chunk count was ≤
-   ``map_reduce_chunks`` or above it without enough directories for ``hierarchical``).
+2. the question asks for an aggregation ("how many", "count", "list all", "every", …) or a
+   relation across the text ("each other", "which two", "cycle", …) → ``map_reduce``: every
+   chunk must be read and combined, which retrieval or a per-directory summary could lose;
+3. otherwise it is a *lookup*: when a retriever is at hand (the run's ``[retriever]``, else the
+   bm25 retriever when ``bm25s`` is installed) and the context is more than
+   ``retrieval_min_chunks`` retrieval chunks → **retrieval first**: when the question names code
+   identifiers (``MAGIC_PORT``, ``handshake_timeout``), the chunks holding them verbatim are read
+   first (no index at all, when there are at most ``max(retrieval_top_k)`` of them); then
+   ``retrieve_then_read`` with ``top_k`` = each of ``retrieval_top_k`` in turn (8, then 32), the
+   hits read in as few calls as fit; an answer that says nothing was found widens to the next
+   round, and after the last one the full map below runs;
+4. the full map: more than ``hierarchical_chunks`` chunks spread over at least
+   ``hierarchical_dirs`` directories → ``hierarchical``; otherwise → ``map_reduce``.
+
+Then, with ``follow_up = true`` (the default), when the answer calls or quotes names it does
+not define (two hops: ``a()`` returns ``b()``), their definitions are read in a second round
+(:mod:`ponder.plugins.follow_up`).
 
 The delegates come from the plugin registry, built with the settings in ``direct``,
-``map_reduce`` and ``hierarchical``; the draft they return is passed on with ``strategy`` set to
-the delegate's name and ``reason`` to the rule's explanation.
+``map_reduce``, ``hierarchical`` and ``retrieve_then_read``; the draft they return is passed on
+with ``strategy`` set to the delegate's name and ``reason`` to the path taken and why.
 
-LM calls: exactly the delegate's (the choice itself costs none).
+**LM calls**: the delegate's: direct 1; map_reduce ``n + R(n)``; retrieval first ``g_1 (+ R)``
+for the first ``top_k`` (one call when the hits fit the window), ``+ g_2 (+ R)`` when widened,
+``+`` the full map's when nothing was found; ``+ g_f`` follow-up reads (usually 0 or 1).
 
 Config example::
 
     [strategy]
     name = "auto"
+    # retrieval = true              # lookups read bm25's best chunks first
+    # retrieval_top_k = [8, 32]     # widening steps before the full map
+    # retrieval_min_chunks = 4      # at most this many retrieval chunks: read everything
+    # follow_up = true              # a second round for names the answer leaves unresolved
     # map_reduce_chunks = 64        # up to this many chunks: map_reduce
     # hierarchical_chunks = 256     # above this many chunks ...
     # hierarchical_dirs = 8         # ... across at least this many directories: hierarchical
     # map_reduce = { fan_in = 8 }   # settings handed to each delegate
     # hierarchical = {}
     # direct = {}
+    # retrieve_then_read = {}
 """
 
 from __future__ import annotations
@@ -54,8 +72,36 @@ AGGREGATION = re.compile(
 )
 
 
+def _top_ks(_inst: Any, attribute: attrs.Attribute, value: list[int]) -> None:
+    if not value or any(not isinstance(k, int) or k < 1 for k in value):
+        raise ValueError(f"'{attribute.name}' must be a non-empty list of positive integers")
+
+
+#: Questions about relations across the whole text (pairs, cycles): no few chunks can answer them.
+RELATION = re.compile(r"\b(each other|one another|mutual(ly)?|which (two|pairs?)|both ways|"
+                      r"cycles?|circular)\b", re.IGNORECASE)
+
+
+def needs_everything(question: str) -> str | None:
+    """Why ``question`` needs every chunk: ``"aggregation ('how many')"``, ``"relation ('each
+    other')"``, or None."""
+    for kind, pattern in (("aggregation", AGGREGATION), ("relation", RELATION)):
+        match = pattern.search(question)
+        if match:
+            return f"{kind} ({match.group(0).lower()!r})"
+    return None
+
+
 @attrs.define
 class AutoSettings:
+    #: lookups read the retriever's best chunks first
+    retrieval: bool = True
+    #: top_k of each retrieval round, widening when the answer says nothing was found
+    retrieval_top_k: list[int] = attrs.field(factory=lambda: [8, 32], validator=_top_ks)
+    #: contexts of at most this many retrieval chunks are mapped whole
+    retrieval_min_chunks: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    #: a second round for names the answer calls but does not define
+    follow_up: bool = True
     #: up to this many chunks, map_reduce is chosen without further questions
     map_reduce_chunks: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     #: above this many chunks (and across hierarchical_dirs directories): hierarchical
@@ -66,6 +112,7 @@ class AutoSettings:
     direct: dict[str, Any] = attrs.field(factory=dict)
     map_reduce: dict[str, Any] = attrs.field(factory=dict)
     hierarchical: dict[str, Any] = attrs.field(factory=dict)
+    retrieve_then_read: dict[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -74,6 +121,23 @@ class Choice:
 
     strategy: str
     reason: str
+    #: retrieval first: ``(make, name)``, a retriever not built yet (None: the full path only)
+    retriever: Any = None
+    #: retrieval first: the retrieval chunks' count
+    retrieval_chunks: int = 0
+    #: retrieval first: the size part of the reason, for the full map's choice if it comes to it
+    size: str = ""
+
+
+#: an identifier as code spells it: a snake_case or CONSTANT name, or camelCase/PascalCase with
+#: an inner capital
+_IDENTIFIER = re.compile(r"\b(?:[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+|[a-z]+[A-Z][A-Za-z0-9]*|"
+                         r"[A-Z][a-z0-9]+[A-Z][A-Za-z0-9]*)\b")
+
+
+def identifiers(question: str) -> list[str]:
+    """The code identifiers ``question`` names, in order, each once."""
+    return list(dict.fromkeys(m.group(0) for m in _IDENTIFIER.finditer(question)))
 
 
 def is_aggregation(question: str) -> str | None:
@@ -85,6 +149,26 @@ def is_aggregation(question: str) -> str | None:
 def directory_count(documents: Any) -> int:
     """Distinct directories holding the documents (the top level counts as one)."""
     return len({doc.path.rsplit("/", 1)[0] if "/" in doc.path else "." for doc in documents})
+
+
+def available_retriever(services: Any) -> tuple[Any, str | None, str]:
+    """``(make, name, why)``: how to get a retriever (the run's, else a bm25 one when
+    ``bm25s`` is installed) without building it yet (bm25 imports numpy and scipy: a plan or a
+    question that needs no retrieval should not pay for that); ``(None, None, why not)``."""
+    if getattr(services, "retriever", None) is not None:
+        name = (getattr(services, "names", {}) or {}).get("retriever", (None, None))[0]
+        return (lambda: services.retriever), name or "retriever", "the run's retriever"
+    import importlib.util
+
+    if importlib.util.find_spec("bm25s") is None:
+        return None, None, "no retriever configured and bm25s is not installed"
+    plugin_set = getattr(services, "plugin_set", None)
+    try:
+        entry = plugin_set.get("retriever", "bm25")
+    except Exception:  # no registry, or no bm25 plugin in it
+        return None, None, "no retriever configured and no bm25 plugin"
+    return (lambda: entry.factory(entry.settings() if entry.settings else None)), "bm25", \
+        "bm25 (default)"
 
 
 class AutoStrategy:
@@ -105,14 +189,39 @@ class AutoStrategy:
         if tokens <= room:
             return Choice("direct", f"{size} ≤ window budget {max(room, 0):,} → direct")
         size += f" > window budget {max(room, 0):,}"
+        if s.retrieval and not needs_everything(question):
+            retriever, name, why = available_retriever(services)
+            if retriever is not None:
+                reader = make_strategy(services, "retrieve_then_read", s.retrieve_then_read,
+                                       section="strategy.retrieve_then_read")
+                count = len(reader.plan_chunks(question, context, services))
+                if count > s.retrieval_min_chunks:
+                    # the full map is planned only if retrieval finds nothing (cutting a large
+                    # context into map chunks is work a found answer does not need)
+                    steps = ", then ".join(str(k) for k in s.retrieval_top_k)
+                    return Choice("map_reduce",
+                                  f"{size}; a lookup question (no aggregation wording): {name} "
+                                  f"top-{steps} of {count:,} chunks first, widening when "
+                                  "nothing is found, then the full map",
+                                  retriever=(retriever, name), retrieval_chunks=count,
+                                  size=size)
+            else:
+                full = self.full_map(question, context, services, size)
+                return Choice(full.strategy, f"{full.reason} (retrieval first skipped: {why})")
+        return self.full_map(question, context, services, size)
 
+    def full_map(self, question: str, context: Any, services: Any, size: str) -> Choice:
+        """The full map's delegate (rules 2 and 4) and its reason."""
+        from ponder.plugins._common import make_strategy
+
+        s = self.settings
         planner = make_strategy(services, "map_reduce", s.map_reduce,
                                 section="strategy.map_reduce")
         chunks = len(planner.plan_chunks(question, context, services))
-        wording = is_aggregation(question)
+        wording = needs_everything(question)
         if wording:
             return Choice("map_reduce", f"{size}; {chunks} chunks; the question asks for an "
-                                        f"aggregation ({wording!r}), so every chunk must be read "
+                                        f"{wording}, so every chunk must be read "
                                         "→ map_reduce")
         if chunks <= s.map_reduce_chunks:
             return Choice("map_reduce", f"{size}; {chunks} chunks ≤ {s.map_reduce_chunks} "
@@ -128,19 +237,207 @@ class AutoStrategy:
                                     "→ map_reduce")
 
     def run(self, question: str, context: Any, services: Any) -> Any:
-        from ponder.support.observability import SpanType
         from ponder.plugins._common import make_strategy
+        from ponder.support.observability import SpanType
 
         choice = self.choose(question, context, services)
-        options = getattr(self.settings, choice.strategy)
-        delegate = make_strategy(services, choice.strategy, options,
-                                 section=f"strategy.{choice.strategy}")
         with services.tracker.span("auto", SpanType.STRATEGY, chose=choice.strategy,
-                                   reason=choice.reason):
-            draft = delegate.run(question, context, services)
-        draft.reason = choice.reason
-        draft.strategy = choice.strategy
+                                   reason=choice.reason) as span:
+            draft, path = None, []
+            if choice.retriever is not None:
+                draft, path = self.retrieve_first(question, context, services, choice)
+            if draft is None and choice.retriever is not None:
+                full = self.full_map(question, context, services, choice.size)
+                path.append(f"{full.strategy} over every chunk ({full.reason.split('; ', 1)[-1]})")
+                choice = attrs.evolve(choice, strategy=full.strategy)
+            strategy = "retrieve_then_read" if draft is not None else choice.strategy
+            if draft is None:
+                options = getattr(self.settings, choice.strategy)
+                delegate = make_strategy(services, choice.strategy, options,
+                                         section=f"strategy.{choice.strategy}")
+                draft = delegate.run(question, context, services)
+            reason = choice.reason + (f" → {'; '.join(path)}" if path else "")
+            draft.reason, draft.strategy = reason, strategy
+            if self.settings.follow_up and strategy != "direct":
+                from ponder.plugins.follow_up import follow_up
+
+                done = follow_up(question, draft, context, services)
+                if done["found"]:
+                    draft.strategy = f"{strategy}+follow_up"
+            span.attributes.update(path=path, strategy=draft.strategy)
         return draft
+
+    def exact_first(self, question: str, context: Any, services: Any,
+                    path: list[str]) -> Any:
+        """The exact round: when the question names identifiers (``MAGIC_PORT``,
+        ``handshake_timeout``), the retrieval chunks holding them verbatim, read like a
+        retriever's hits; None when there are none, too many, or the read finds nothing."""
+        from ponder.plugins._common import says_nothing
+
+        names = identifiers(question)
+        if not names:
+            return None
+        reader = _make(services, "retrieve_then_read", self.settings.retrieve_then_read)
+        chunks = reader.plan_chunks(question, context, services)
+        scored = []
+        for chunk in chunks:
+            texts = [piece.text for piece in chunk.pieces]
+            hit = sum(1 for name in names if any(name in text for text in texts))
+            if hit:
+                scored.append((-hit, chunk.index, chunk))
+        limit = max(self.settings.retrieval_top_k)
+        shown = ", ".join(names)
+        if not scored or len(scored) > limit:
+            path.append(f"exact {shown}: {len(scored)} chunks, "
+                        + ("none" if not scored else f"more than {limit}") + " → ranking")
+            return None
+        hits = [chunk for _, _, chunk in sorted(scored)]
+        reader.retrieve = lambda _q, _chunks, _services: hits  # the exact hits, best first
+        draft = reader.run(question, context, services)
+        if services.stopped_by is not None or not says_nothing(draft.text):
+            outcome = "found" if draft.chunks_read else "could not be read"
+            path.append(f"exact {shown}: {len(hits)} chunk(s), {outcome}")
+            return draft
+        path.append(f"exact {shown}: {len(hits)} chunk(s), nothing found")
+        return None
+
+    # --- plans (``ponder ask --dry-run``; see ponder.engine.plan) -------------------------------
+    def plan(self, question: str, context: Any, services: Any) -> dict[str, Any]:
+        """What :meth:`run` would do: the path :meth:`choose` takes and its calls, both bounds."""
+        choice = self.choose(question, context, services)
+        if choice.retriever is not None:
+            choice = attrs.evolve(choice, strategy=self.full_map(
+                question, context, services, choice.size).strategy)
+        options = getattr(self.settings, choice.strategy)
+        delegate = _make(services, choice.strategy, options)
+        figures = self.plan_for(choice.strategy, delegate, question, context, services,
+                                options=options)
+        figures["reason"] = choice.reason
+        if choice.retriever is not None:
+            reads = len(self.settings.retrieval_top_k)
+            figures.update(
+                strategy=f"auto → retrieval first (bm25 top-{self.settings.retrieval_top_k[0]}),"
+                         f" else {choice.strategy}",
+                calls_min=1, calls_max=figures["calls_max"] + reads,
+                formula=f"retrieval: 1 read call per round, {reads} round(s) at most; if "
+                        f"nothing is found: {figures['formula']}",
+                waves_min=1, waves=figures["waves"] + reads)
+            figures.setdefault("notes", []).append(
+                "retrieval first usually ends after one call; the upper figures are the "
+                "full map's")
+        else:
+            figures["strategy"] = f"auto → {choice.strategy}"
+        if self.settings.follow_up and choice.strategy != "direct":
+            figures["calls_max"] += 1
+            figures["formula"] += " (+1 follow-up read when the answer names something unresolved)"
+        return figures
+
+    def plan_for(self, name: str, strategy: Any, question: str, context: Any, services: Any,
+                 *, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Chunks, calls (min/max), formula, prompt tokens and sequential rounds of the
+        first-party strategy ``name`` over ``context`` (no call is made)."""
+        import math
+
+        from ponder.plugins._common import prompt_overhead, reduce_calls, rendered_tokens
+        from ponder.plugins._signatures import answer_signature, extract_signature
+
+        concurrency = max(1, int(getattr(services, "concurrency", 1) or 1))
+        settings = getattr(strategy, "settings", None)
+        fan_in = int(getattr(settings, "fan_in", 8) or 8)
+        asked = -(-len(question) // 4)
+        if name == "direct":
+            tokens = rendered_tokens(context.documents) + prompt_overhead(answer_signature())
+            return {"strategy": name, "chunks": 1, "calls_min": 1, "calls_max": 1,
+                    "formula": "direct: 1", "prompt_tokens": tokens + asked, "waves": 1}
+        if name == "follow_up":
+            base = _make(services, settings.base, settings.base_options)
+            figures = self.plan_for(settings.base, base, question, context, services)
+            figures.update(strategy=f"follow_up({settings.base})",
+                           calls_max=figures["calls_max"] + 1,
+                           formula=figures["formula"] + " + 1 follow-up read")
+            return figures
+        if not callable(getattr(strategy, "plan_chunks", None)):
+            # hierarchical cuts per directory as it runs: map_reduce's chunks are the estimate
+            strategy = _make(services, "map_reduce", self.settings.map_reduce)
+        chunks = strategy.plan_chunks(question, context, services)
+        n = len(chunks)
+        overhead = prompt_overhead(extract_signature()) + asked
+        tokens = sum(c.tokens for c in chunks) + n * overhead
+        levels = max(1, math.ceil(math.log(max(n, 2), fan_in)))
+        if name == "iterative":
+            return {"strategy": name, "chunks": n, "calls_min": n + 1, "calls_max": n + 1,
+                    "formula": "iterative: n + 1, one after another", "prompt_tokens": tokens,
+                    "waves": n + 1}
+        if name in ("map_reduce", "hierarchical"):
+            return {"strategy": name, "chunks": n, "calls_min": n + 1,
+                    "calls_max": n + reduce_calls(n, fan_in),
+                    "formula": f"{name}: n + R(n), R = the reduce tree with fan-in {fan_in}",
+                    "prompt_tokens": tokens, "waves": math.ceil(n / concurrency) + levels,
+                    "sequential_calls": n + reduce_calls(n, fan_in)}
+        if name == "retrieve_then_read":
+            top_k = int(getattr(settings, "top_k", 8))
+            read = sorted(chunks, key=lambda c: -c.tokens)[:top_k]
+            return {"strategy": name, "chunks": n, "calls_min": 1,
+                    "calls_max": 1 + reduce_calls(1, fan_in),
+                    "formula": f"retrieve_then_read: g (+ R(g)), top_k = {top_k}",
+                    "prompt_tokens": sum(c.tokens for c in read) + overhead, "waves": 1}
+        return {"strategy": name, "chunks": n, "calls_min": max(n, 1), "calls_max": max(n, 1),
+                "formula": f"{name}: decided as it runs (at least one call per chunk here)",
+                "prompt_tokens": tokens, "waves": max(1, math.ceil(n / concurrency)),
+                "notes": [f"{name} decides its calls as it runs: the figures are a guide"]}
+
+    def retrieve_first(self, question: str, context: Any, services: Any,
+                       choice: Choice) -> tuple[Any, list[str]]:
+        """Retrieval rounds with widening ``top_k``: the first draft that found something (or
+        None), and one line per round for the reason."""
+        from ponder.plugins._common import make_strategy, says_nothing
+
+        make, name = choice.retriever
+        saved = (services.retriever, dict(getattr(services, "names", {}) or {}))
+
+        class Lazy:
+            """The retriever, built on its first use: a question the exact round answers
+            never imports bm25's numpy/scipy."""
+
+            built: Any = None
+
+            def __getattr__(self, attr: str) -> Any:
+                if Lazy.built is None:
+                    Lazy.built = make()
+                    services.retriever = Lazy.built
+                    if name == "bm25" and saved[0] is None:
+                        services.names["retriever"] = ("bm25",
+                                                       getattr(Lazy.built, "settings", None))
+                return getattr(Lazy.built, attr)
+
+        services.retriever = saved[0] if saved[0] is not None else Lazy()
+        path: list[str] = []
+        try:
+            draft = self.exact_first(question, context, services, path)
+            if draft is not None:
+                return draft, path
+            for top_k in self.settings.retrieval_top_k:
+                options = {**self.settings.retrieve_then_read, "top_k": top_k}
+                reader = make_strategy(services, "retrieve_then_read", options,
+                                       section="strategy.retrieve_then_read")
+                draft = reader.run(question, context, services)
+                if services.stopped_by is not None or not says_nothing(draft.text):
+                    path.append(f"top-{top_k}: found")
+                    return draft, path
+                path.append(f"top-{top_k}: nothing found")
+                if top_k >= choice.retrieval_chunks:
+                    break
+        finally:
+            services.retriever = saved[0]
+            services.names.clear()
+            services.names.update(saved[1])
+        return None, path
+
+
+def _make(services: Any, name: str, options: dict[str, Any] | None) -> Any:
+    from ponder.plugins._common import make_strategy
+
+    return make_strategy(services, name, options, section=f"strategy.{name}")
 
 
 @hookimpl

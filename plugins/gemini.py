@@ -1,4 +1,4 @@
-"""The ``gemini`` adapter: Google's Gemini models (AI Studio API) through litellm.
+"""The ``gemini`` adapter: Google's Gemini models (AI Studio API) on dspy's native engine.
 
 Config example::
 
@@ -12,8 +12,14 @@ Config example::
     # temperature = 0.0
     # api_base = "https://my-proxy.example/v1beta"   # a proxy in front of the Gemini API
 
-Window and prices come from litellm's bundled model map (gemini-2.5-flash: 1,048,576 input
-tokens, $0.30 / $2.50 per million input / output tokens in litellm 1.106's map).
+Requests go through dspy's native engine (``dspy.lm15``'s Gemini client: ``generateContent``,
+key in ``x-goog-api-key``), not litellm: no ``import litellm`` (~2 s) before the first request and
+~3 ms of CPU per call instead of ~10. One exception: a positive ``thinking_budget`` is a token
+budget, and lm15's options only take an effort level, so those calls fall back to litellm (same
+address, same key). See :mod:`ponder.plugins._native_lm`.
+
+Window and prices come from the bundled model map (dspy's snapshot of litellm's;
+gemini-2.5-flash: 1,048,576 input tokens, $0.30 / $2.50 per million input / output tokens).
 
 **Thinking** is off by default: ponder runs many small map calls where hidden reasoning tokens
 cost money and latency without improving extraction. ``thinking_budget = 0`` sends litellm's
@@ -34,10 +40,8 @@ from ponder import hookimpl
 from ponder.errors import ConfigError
 from ponder.kernel.kinds import ModelInfo
 from ponder.plugins.litellm_adapter import (
-    build_litellm_lm,
     check_extra,
     litellm_model_info,
-    lookup_litellm_model,
     non_negative_or_none,
     positive_or_none,
     reveal_key,
@@ -80,9 +84,20 @@ class GeminiSettings:
     extra: dict[str, Any] = attrs.field(factory=dict, validator=check_extra)
 
 
+def known_model(model: str) -> dict[str, Any]:
+    """The bundled metadata of ``model`` (a "gemini/…" string): window, prices, reasoning.
+
+    Read from dspy's snapshot of litellm's model map (``dspy.clients.model_metadata``), the same
+    figures without ``import litellm`` (~2 s) before the first request.
+    """
+    from ponder.plugins._native_lm import snapshot_model_info
+
+    return snapshot_model_info("gemini", model.split("/", 1)[-1])
+
+
 def supports_thinking(model: str) -> bool:
-    """Whether ``model`` (a litellm "gemini/…" string) can think, per litellm's map or its name."""
-    known = lookup_litellm_model(model) or {}
+    """Whether ``model`` (a litellm "gemini/…" string) can think, per the model map or its name."""
+    known = known_model(model)
     if "supports_reasoning" in known and known["supports_reasoning"] is not None:
         return bool(known["supports_reasoning"])
     name = model.split("/", 1)[-1]
@@ -120,12 +135,20 @@ class GeminiAdapter:
 
     def model_info(self) -> ModelInfo:
         s = self.settings
+        known = known_model(self.litellm_model)
+        max_output = s.max_output_tokens
+        if known.get("max_output_tokens"):
+            max_output = min(max_output, int(known["max_output_tokens"]))
         return litellm_model_info(
             self.litellm_model,
-            context_window=s.context_window,
-            max_output_tokens=s.max_output_tokens,
-            input_cost_per_token=s.input_cost_per_token,
-            output_cost_per_token=s.output_cost_per_token,
+            context_window=s.context_window or known.get("max_input_tokens")
+            or known.get("max_tokens"),
+            max_output_tokens=max_output,
+            input_cost_per_token=s.input_cost_per_token
+            if s.input_cost_per_token is not None else known.get("input_cost_per_token") or 0.0,
+            output_cost_per_token=s.output_cost_per_token
+            if s.output_cost_per_token is not None else known.get("output_cost_per_token") or 0.0,
+            lookup=False,
         )
 
     def api_key(self) -> str:
@@ -139,7 +162,8 @@ class GeminiAdapter:
         return key
 
     def lm_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments :func:`build_litellm_lm` gets (the key included)."""
+        """The keyword arguments :func:`~ponder.plugins._native_lm.build_native_lm` gets (the
+        key included)."""
         s = self.settings
         return {
             "api_key": self.api_key(),
@@ -151,7 +175,10 @@ class GeminiAdapter:
         }
 
     def build_lm(self) -> dspy.LM:
-        return build_litellm_lm(self.litellm_model, **self.lm_kwargs())
+        from ponder.plugins._native_lm import build_native_lm, report_truncation_once
+
+        report_truncation_once("gemini", self.settings.max_output_tokens)
+        return build_native_lm(self.litellm_model, **self.lm_kwargs())
 
 
 @hookimpl

@@ -174,6 +174,33 @@ def unload_models() -> None:
         _models.clear()
 
 
+DEMO_NOTICE = (
+    "ponder: using the embedded demo model (SmolLM2-135M, ~100 MB, runs on the CPU). It is a "
+    "tiny model for trying ponder offline: expect slow calls and unreliable answers. For real "
+    "questions configure a hosted or self-hosted model in ponder.toml, e.g.\n"
+    '    [adapter]\n    name = "gemini"              # with GEMINI_API_KEY set\n'
+    'or name = "openai_compatible" with base_url = "http://localhost:11434/v1" (Ollama, vLLM, '
+    'llama.cpp), or name = "litellm" with model = "<provider>/<model>" (README: "Configuration").'
+)
+_demo_said = threading.Event()
+
+
+def say_demo_model_once(stream: Any = None) -> bool:
+    """Write :data:`DEMO_NOTICE` to stderr the first time in this process; True if written."""
+    if _demo_said.is_set():
+        return False
+    _demo_said.set()
+    import sys
+
+    out = stream if stream is not None else sys.stderr
+    try:
+        out.write(DEMO_NOTICE + "\n")
+        out.flush()
+    except (OSError, ValueError):  # a closed stderr must not stop the run
+        pass
+    return True
+
+
 @attrs.define
 class LocalSettings:
     """Settings of the ``local`` adapter."""
@@ -227,10 +254,15 @@ class LocalAdapter:
         return lenient_chat_adapter()
 
     def build_lm(self) -> dspy.LM:
+        from ponder.plugins._native_lm import report_truncation_once
+
         path = self._model_path()
         _import_llama_cpp()  # fail now, with the install hint, rather than on the first call
         name = self._model_name()
         engine = LocalEngine(self.settings, str(path), name)
+        if self.settings.model_path is None:
+            say_demo_model_once()
+        report_truncation_once("local", self.settings.max_output_tokens)
         import dspy
 
         return dspy.LM(

@@ -1,8 +1,10 @@
 """Chunking: split a Context into line-numbered chunks that each fit a token budget.
 
 A chunk is what one model call sees. Its text (``Chunk.render()``) is one or more *pieces*, each a
-header ``=== path (lines a-b) ===`` followed by the lines prefixed with their numbers (``  12| x``),
-so the model can cite ``path:line``. Guarantees, for any context:
+header ``=== path (lines a-b) ===`` followed by the lines prefixed with their numbers (``12| x``,
+leading indentation as one tab per four spaces), so the model can cite ``path:line``. A file name
+that is not plainly printable is quoted in the header (:func:`quote_path`). Guarantees, for any
+context:
 
 - no chunk's rendered text is over ``chunk_tokens`` (estimated with ``estimate_tokens``);
 - every line of every document appears in at least one chunk, with its real line number;
@@ -17,14 +19,21 @@ Small documents are packed together, in order, so many tiny files make few chunk
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Callable
 from itertools import accumulate, pairwise
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ponder.context.tokens import CHARS_PER_TOKEN, estimate_tokens, tokens_for_chars
+from ponder.context.tokens import (  # noqa: F401 - estimate_tokens is re-exported
+    CHARS_PER_TOKEN,
+    estimate_tokens,
+    tokens_for_chars,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ponder.context.sources import Context, Document
@@ -33,17 +42,72 @@ MIN_CHUNK_TOKENS = 64
 MAX_DEFAULT_CHUNK_TOKENS = 32_000
 """Smallest chunk size accepted: a header and a few lines must fit."""
 
-_MIN_WIDTH = 4  # width of the line-number column, so short files still line up
 _PIECE_SEPARATOR = "\n\n"
+_INDENT = "    "  # one indentation level as most code writes it; rendered as one tab
+_INDENT_SAVED = len(_INDENT) - 1
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _width(last_line: int) -> int:
-    return max(_MIN_WIDTH, len(str(last_line)))
+def quote_path(path: str) -> str:
+    """``path`` as a chunk header shows it: as it is when it is printable, else quoted.
+
+    A file name may hold a newline or another control character (POSIX allows all but ``/`` and
+    NUL); written raw into the header it would forge a line of the prompt (a fake ``=== …``
+    header, a fake numbered line). Such names, and names with leading/trailing blanks or a
+    leading quote, are shown in double quotes with ``\\``, ``"``, ``\\n``, ``\\r``, ``\\t``
+    and ``\\uXXXX`` escapes, so every header is exactly one line and unambiguous.
+    """
+    if path.isprintable() and path == path.strip() and not path.startswith('"'):
+        return path
+    out = []
+    for ch in path:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif not ch.isprintable() and ch != " ":
+            code = ord(ch)
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def _header(path: str, first: int, last: int, part: int = 0) -> str:
     suffix = f", part {part}" if part else ""
-    return f"=== {path} (lines {first}-{last}{suffix}) ==="
+    return f"=== {quote_path(path)} (lines {first}-{last}{suffix}) ==="
+
+
+def digits_sum(first: int, last: int) -> int:
+    """``sum(len(str(n)) for n in range(first, last + 1))`` in O(digits), for n >= 1."""
+    total, low, width = 0, 1, 1
+    while low <= last:
+        high = low * 10 - 1
+        a, b = max(first, low), min(last, high)
+        if a <= b:
+            total += (b - a + 1) * width
+        low, width = high + 1, width + 1
+    return total
+
+
+def _indent_groups(text: str) -> int:
+    """Leading ``_INDENT`` groups over all lines of ``text`` (each becomes one tab)."""
+    total, k = 0, 1
+    first = len(text) - len(text.lstrip(" "))
+    total += first // len(_INDENT)
+    while True:
+        found = text.count("\n" + _INDENT * k)
+        if not found:
+            return total
+        total += found
+        k += 1
+
+
+def _number(n: int, line: str) -> str:
+    """One rendered line: its number, ``| ``, the line with leading indentation as tabs."""
+    spaces = len(line) - len(line.lstrip(" "))
+    groups = spaces // len(_INDENT)
+    if groups:
+        line = "\t" * groups + line[groups * len(_INDENT):]
+    return f"{n}| {line}"
 
 
 @attrs.frozen
@@ -75,16 +139,31 @@ class Piece:
         return _header(self.path, self.start_line, self.end_line, self.part)
 
     def render(self) -> str:
-        """The header, then each line as ``{number:>4}| {line}``."""
-        width = _width(self.end_line)
+        """The header, then each line as ``{number}| {line}``, leading indentation as tabs.
+
+        Compact on purpose (the prompt is most of what a run costs): numbers are not padded,
+        and each leading group of four spaces is one tab, which keeps the structure visible at
+        a quarter of the characters. A slice of a hard-split line is shown as it is.
+        """
+        if self.partial:
+            return f"{self.header()}\n{self.start_line}| {self.text}"
         numbered = enumerate(self.text.split("\n"), self.start_line)
-        body = "\n".join([f"{n:>{width}}| {line}" for n, line in numbered])
+        body = "\n".join([_number(n, line) for n, line in numbered])
         return f"{self.header()}\n{body}"
 
     def rendered_chars(self) -> int:
         """``len(self.render())``, computed without rendering."""
-        lines = 1 if self.partial else self.text.count("\n") + 1
-        return len(self.header()) + 1 + len(self.text) + lines * (_width(self.end_line) + 2)
+        if self.partial:
+            return len(self.header()) + 1 + len(str(self.start_line)) + 2 + len(self.text)
+        return _rendered_chars(len(self.header()), self.start_line, self.end_line, self.text)
+
+
+def _rendered_chars(header: int, first: int, last: int, text: str) -> int:
+    """Rendered size of whole lines ``first..last`` holding ``text`` under a header of
+    ``header`` characters (see :meth:`Piece.render`)."""
+    lines = last - first + 1
+    numbers = digits_sum(first, last) + 2 * lines
+    return header + 1 + len(text) + numbers - _INDENT_SAVED * _indent_groups(text)
 
 
 @attrs.frozen
@@ -138,7 +217,53 @@ def default_chunk_tokens(
     return tokens
 
 
+#: chunkings of the contexts a session keeps loaded (:func:`keep_chunks`): id -> (context, memo)
+_KEPT: dict[int, tuple[Context, dict[tuple[int, int], list[Chunk]]]] = {}
+
+
+def keep_chunks(context: Context, keep: bool = True) -> None:
+    """Remember ``context``'s chunkings (per size) until ``keep_chunks(context, False)``.
+
+    A session asks many questions over one loaded context; chunking 10 MB takes seconds, so its
+    strategies should not redo it per question. Chunks are frozen, so sharing them is safe.
+    """
+    if keep:
+        _KEPT.setdefault(id(context), (context, {}))
+    else:
+        _KEPT.pop(id(context), None)
+
+
+#: The last few chunkings, so that planning (``--dry-run``, ``auto``'s choice) and the run itself
+#: cut the same context only once: ``(id(context), chunk_tokens, overlap) -> (ref, chunks)``.
+_RECENT: OrderedDict[tuple[int, int, int], tuple[weakref.ref[Any], list[Chunk]]] = OrderedDict()
+_RECENT_SIZE = 4
+_recent_lock = threading.Lock()
+
+
 def chunk_context(context: Context, *, chunk_tokens: int, overlap_tokens: int = 0) -> list[Chunk]:
+    """:func:`split_context`, remembered for the last few (context, sizes): the same Context
+    object chunked again with the same sizes gets the same list (a new list of the same frozen
+    chunks), without the work. A Context is immutable, so the chunks cannot go stale."""
+    key = (id(context), chunk_tokens, overlap_tokens)
+    with _recent_lock:
+        hit = _RECENT.get(key)
+        if hit is not None and hit[0]() is context:
+            _RECENT.move_to_end(key)
+            return list(hit[1])
+    chunks = split_context(context, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
+    try:
+        ref = weakref.ref(context)
+    except TypeError:  # an object that cannot be weakly referenced is simply not remembered
+        return chunks
+    with _recent_lock:
+        _RECENT[key] = (ref, chunks)
+        _RECENT.move_to_end(key)
+        while len(_RECENT) > _RECENT_SIZE:
+            _RECENT.popitem(last=False)
+    return list(chunks)
+
+
+def split_context(context: Context, *, chunk_tokens: int, overlap_tokens: int = 0) -> list[Chunk]:
     """Split ``context`` into chunks whose rendered text is at most ``chunk_tokens`` tokens.
 
     Documents are visited in order. One that fits the room left in the current chunk joins it; one
@@ -154,6 +279,16 @@ def chunk_context(context: Context, *, chunk_tokens: int, overlap_tokens: int = 
             f"overlap_tokens must be between 0 and half of chunk_tokens ({chunk_tokens // 2}), "
             f"got {overlap_tokens}"
         )
+    kept = _KEPT.get(id(context))
+    if kept is not None and kept[0] is context:
+        memo = kept[1]
+        if (chunk_tokens, overlap_tokens) not in memo:
+            memo[chunk_tokens, overlap_tokens] = _chunk(context, chunk_tokens, overlap_tokens)
+        return list(memo[chunk_tokens, overlap_tokens])
+    return _chunk(context, chunk_tokens, overlap_tokens)
+
+
+def _chunk(context: Context, chunk_tokens: int, overlap_tokens: int) -> list[Chunk]:
     budget = chunk_tokens * CHARS_PER_TOKEN
     overlap = overlap_tokens * CHARS_PER_TOKEN
     chunks: list[Chunk] = []
@@ -188,8 +323,8 @@ def _document_pieces(
     content = text[:-1] if text.endswith("\n") else text
     count = content.count("\n") + 1
     first, last = document.start_line, document.start_line + count - 1
-    # The common case costs one count() and no line list: the whole document fits.
-    chars = len(_header(document.path, first, last)) + 1 + len(content) + count * (_width(last) + 2)
+    # The common case costs a few count()s and no line list: the whole document fits.
+    chars = _rendered_chars(len(_header(document.path, first, last)), first, last, content)
     if chars <= budget:
         return [(Piece(document.path, first, last, content), chars)]
     return _Splitter(document, content, budget, overlap, chunk_tokens).pieces()
@@ -218,13 +353,16 @@ class _Splitter:
         self.chunk_tokens = chunk_tokens
         # cum[i]: characters of lines[:i], one newline counted per line
         self.cum = [0, *accumulate(len(line) + 1 for line in self.lines)]
-        self.fixed = len(self.path) + 18  # header characters besides the two line numbers
+        # header characters besides the two line numbers
+        self.fixed = len(quote_path(self.path)) + 18
 
     def cost(self, a: int, b: int) -> int:
-        """Rendered characters of a piece holding lines[a:b] (must equal Piece.rendered_chars)."""
+        """An upper bound of the rendered characters of a piece holding lines[a:b]: exact but for
+        the indentation tabs (counting them per line would cost a pass over every line; the
+        exact size of each piece is computed once it is cut)."""
         first, last = self.start + a, self.start + b - 1
         header = self.fixed + len(str(first)) + len(str(last))
-        return header + self.cum[b] - self.cum[a] + (b - a) * (_width(last) + 2)
+        return header + self.cum[b] - self.cum[a] + digits_sum(first, last) + 2 * (b - a)
 
     def pieces(self) -> list[tuple[Piece, int]]:
         atoms: list[tuple[int, int]] = []
@@ -254,7 +392,7 @@ class _Splitter:
                 if self.overlap and previous[1] == a:  # a continuation: repeat lines before it
                     a = self._extend_back(previous[0], a, b)
                 piece = Piece(self.path, self.start + a, self.start + b - 1, self._join(a, b))
-                out.append((piece, self.cost(a, b)))
+                out.append((piece, piece.rendered_chars()))
             previous = (a, b)
         return out
 
@@ -268,7 +406,7 @@ class _Splitter:
 
         Never reaches back to ``floor`` (the previous piece's start), so every piece adds lines.
         """
-        width = _width(self.start + b - 1) + 2
+        width = len(str(self.start + b - 1)) + 2
         start = a
         while start - 1 > floor:
             taken = self.cum[a] - self.cum[start - 1] + (a - start + 1) * width
@@ -279,7 +417,7 @@ class _Splitter:
 
     def _hard_split(self, i: int) -> list[tuple[Piece, int]]:
         line, number = self.lines[i], self.start + i
-        prefix = _width(number) + 2
+        prefix = len(str(number)) + 2
         out: list[tuple[Piece, int]] = []
         pos, part = 0, 1
         while pos < len(line) or part == 1:

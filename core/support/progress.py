@@ -94,6 +94,17 @@ class ProgressContext:
         elapsed = self.elapsed
         return self._processed / elapsed if elapsed > 0 else 0.0
 
+    def rate_text(self) -> str:
+        """The speed as people read it: ``12.3 items/s``, or ``45.2 s/item`` under one item a
+        second (a slow local model otherwise shows "0.0 items/s" for minutes), or ``- s/item``
+        before the first item is done."""
+        rate = self.rate()
+        if rate >= 1.0:
+            return f"{rate:.1f} items/s"
+        if self._processed == 0:
+            return f"- s/item ({self.elapsed:.0f}s so far)"
+        return f"{self.elapsed / self._processed:.1f} s/item"
+
     def update(
         self,
         processed: int | None = None,
@@ -172,7 +183,7 @@ class ProgressContext:
 
     def _progress_line(self) -> str:
         pct = 100 * self._processed // self.total if self.total else 100
-        line = f"{self._label()}: {self._processed}/{self.total} ({pct}%) {self.rate():.1f} items/s"
+        line = f"{self._label()}: {self._processed}/{self.total} ({pct}%) {self.rate_text()}"
         if self.status:
             line += f", {self.status}"
         if self._failed:
@@ -182,7 +193,7 @@ class ProgressContext:
     def _final_line(self) -> str:
         line = (
             f"{self._label()}: {self.status} {self._processed}/{self.total} "
-            f"in {self.elapsed:.1f}s ({self.rate():.1f} items/s)"
+            f"in {self.elapsed:.1f}s ({self.rate_text()})"
         )
         if self._failed:
             line += f", {self._failed} failed"
@@ -213,7 +224,7 @@ class ProgressContext:
 
         class RateColumn(ProgressColumn):
             def render(self, task: Any) -> Text:
-                return Text(f"{ctx.rate():.1f} items/s", style="progress.data.speed")
+                return Text(ctx.rate_text(), style="progress.data.speed")
 
         class StatusColumn(ProgressColumn):
             def render(self, task: Any) -> Text:

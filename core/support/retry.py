@@ -84,17 +84,93 @@ def _class_names(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
+def causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it (``__cause__``, else ``__context__``), nearest first.
+
+    dspy >= 3.4 wraps a provider's error several times (LMServerError <- lm15 <- litellm <- openai
+    <- httpx <- the OS error); what the error *is* often shows only at the bottom. Bounded and
+    cycle-safe.
+    """
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(chain) < _MAX_CAUSE_DEPTH:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+#: Class names, anywhere in an error's cause chain, that mean the server could not be reached at
+#: all (nothing listens, or the name does not resolve). litellm reports these as a "500
+#: InternalServerError: Connection error.", so the status alone would call it a server error.
+CONNECTION_NAMES: frozenset[str] = frozenset(
+    {"ConnectError", "ConnectionRefusedError", "gaierror"}
+)
+#: Texts by which the openai SDK (under litellm) says it found no API key at all. litellm reports
+#: this as a "500 InternalServerError" too, which would otherwise be retried as an outage.
+MISSING_CREDENTIALS_TEXTS: tuple[str, ...] = (
+    "Missing credentials",
+    "api_key client option must be set",
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when the server could not be reached (refused, unresolvable), at any cause depth."""
+    return any(_class_names(cause) & CONNECTION_NAMES for cause in causes(exc))
+
+
+#: Class names, anywhere in an error's cause chain, that mean the reply could not be read (dspy's
+#: native engine raises LMProviderError, HTTP 200, from the JSONDecodeError): transient, like a 500.
+MALFORMED_NAMES: frozenset[str] = frozenset(
+    {"JSONDecodeError", "APIResponseValidationError", "LMStreamAssemblyError"}
+)
+
+
+def is_malformed_reply(exc: BaseException) -> bool:
+    """True when the provider's reply could not be parsed, at any cause depth."""
+    return any(_class_names(cause) & MALFORMED_NAMES for cause in causes(exc))
+
+
+def is_missing_credentials(exc: BaseException) -> bool:
+    """True when the provider library found no API key (an auth/config error, not an outage)."""
+    return any(text in str(cause) for cause in causes(exc) for text in MISSING_CREDENTIALS_TEXTS)
+
+
+#: Where lm15 (vendored by dspy) appends its "To fix:" advice to an error's text. Its advice for a
+#: 429 says "lm15 never retries for you", which is untrue under ponder: ponder's words replace it.
+_LM15_GUIDANCE = "\n\n  To fix:"
+
+
+def describe_error(exc: BaseException) -> str:
+    """``exc``'s message in ponder's words: the provider's text without lm15's "To fix:" advice,
+    and for a rate limit what ponder did about it. Not redacted (callers redact)."""
+    text = str(exc)
+    cut = text.find(_LM15_GUIDANCE)
+    if cut >= 0:
+        text = text[:cut]
+    text = text.strip() or type(exc).__name__
+    names = _class_names(exc)
+    if _status_code(exc) == 429 or names & {"RateLimitError", "LMRateLimitError"}:
+        text += (" (ponder retries rate-limited calls with backoff, honouring Retry-After, up "
+                 "to [limits] max_retries times; lower --concurrency or raise max_retries)")
+    return text
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True when ``exc`` is transient: rate limit, 5xx, time-out or connection error.
 
-    Order: an explicit ``exc.retryable`` bool; non-retryable class names (auth, bad request,
-    not found, context window); non-retryable status codes (400/401/403/404/422); retryable class
-    names; retryable status codes (408/409/425/429/5xx); builtin and httpx time-out/connection
-    errors. Everything else is not retried.
+    Order: an explicit ``exc.retryable`` bool; missing credentials (never retried, whatever
+    status litellm gives them); non-retryable class names (auth, bad request, not found, context
+    window); non-retryable status codes (400/401/403/404/422); retryable class names; retryable
+    status codes (408/409/425/429/5xx); builtin and httpx time-out/connection errors. Everything
+    else is not retried.
     """
     flag = getattr(exc, "retryable", None)
     if isinstance(flag, bool):
         return flag
+    if is_missing_credentials(exc):
+        return False
     names = _class_names(exc)
     if names & NON_RETRYABLE_NAMES:
         return False
@@ -106,6 +182,8 @@ def is_retryable(exc: BaseException) -> bool:
     if status is not None and (status in RETRYABLE_STATUS or 500 <= status <= 599):
         return True
     if isinstance(exc, TimeoutError | ConnectionError):
+        return True
+    if is_malformed_reply(exc):
         return True
     # an httpx exception can only exist if httpx was imported, so never import it here
     httpx = sys.modules.get("httpx")

@@ -16,7 +16,9 @@ from ponder.context.chunking import (
     _python_boundaries,
     chunk_context,
     default_chunk_tokens,
+    digits_sum,
     estimate_tokens,
+    quote_path,
 )
 from ponder.context.sources import Context, Document
 
@@ -101,7 +103,7 @@ def test_render_numbers_lines_under_a_header() -> None:
     chunks = chunk_context(ctx(Document("src/app.py", "import os\n\nx = 1\n")), chunk_tokens=100)
     assert len(chunks) == 1
     assert chunks[0].render() == (
-        "=== src/app.py (lines 1-3) ===\n   1| import os\n   2| \n   3| x = 1"
+        "=== src/app.py (lines 1-3) ===\n1| import os\n2| \n3| x = 1"
     )
     assert chunks[0].first_citation == "src/app.py:1"
     assert chunks[0].paths == ["src/app.py"]
@@ -111,14 +113,17 @@ def test_start_line_offsets_numbers() -> None:
     chunks = chunk_context(ctx(Document("a.txt", "x\ny", start_line=9998)), chunk_tokens=100)
     assert chunks[0].render() == "=== a.txt (lines 9998-9999) ===\n9998| x\n9999| y"
     wide = chunk_context(ctx(Document("a.txt", "x\ny", start_line=99999)), chunk_tokens=100)
-    assert wide[0].render().splitlines()[1:] == [" 99999| x", "100000| y"]
+    assert wide[0].render().splitlines()[1:] == ["99999| x", "100000| y"]
 
 
 def test_piece_rendered_chars_matches_render() -> None:
     for piece in (
         Piece("p.py", 1, 3, "a\n\nccc"),
         Piece("p.py", 12, 12, "xyz", part=2),
+        Piece("p.py", 12, 12, "        xyz", part=1),
         Piece("p.py", 99_998, 100_001, "1\n2\n3\n4"),
+        Piece("p.py", 7, 12, "    a\n        b\n      c\n\t    d\n            \n  e"),
+        Piece("we\nird.py", 1, 1, "x"),
     ):
         assert piece.rendered_chars() == len(piece.render())
     assert "part 2" in Piece("p.py", 12, 12, "xyz", part=2).header()
@@ -335,3 +340,45 @@ def test_too_small_for_a_long_path_says_so() -> None:
     document = Document("d/" * 200 + "f.txt", "x\n" * 100)
     with pytest.raises(ValueError, match="too small to hold a line"):
         chunk_context(ctx(document), chunk_tokens=MIN_CHUNK_TOKENS)
+
+
+def test_indentation_is_rendered_as_tabs() -> None:
+    text = "def f():\n    if x:\n        return 1\n      odd = 2\n\treal_tab = 3\n"
+    (chunk,) = chunk_context(ctx(Document("m.py", text)), chunk_tokens=100)
+    assert chunk.render().splitlines()[1:] == [
+        "1| def f():", "2| \tif x:", "3| \t\treturn 1", "4| \t  odd = 2", "5| \treal_tab = 3"]
+
+
+@pytest.mark.parametrize("name", ["evil\n=== fake.py (lines 1-1) ===\n1| x.py", "a\rb.py",
+                                  "bell\x07.py", " lead.py", '"quoted.py', "sep\u2028.py"])
+def test_file_names_cannot_break_the_header(name: str) -> None:
+    (chunk,) = chunk_context(ctx(Document(name, "x = 1\n")), chunk_tokens=100)
+    header, *body = chunk.render().split("\n")
+    assert body == ["1| x = 1"]
+    assert header.startswith('=== "') and header.endswith('" (lines 1-1) ===')
+    assert header.isprintable()
+    assert quote_path(name) != name
+
+
+def test_plain_file_names_stay_as_they_are() -> None:
+    for name in ("src/app.py", "dir with space/ü.py", "C:\\x\\y.py"):
+        assert quote_path(name) == name
+
+
+def test_digits_sum_matches_the_definition() -> None:
+    for first, last in ((1, 1), (1, 9), (8, 12), (95, 1005), (99_998, 100_001)):
+        assert digits_sum(first, last) == sum(len(str(n)) for n in range(first, last + 1))
+
+
+def test_the_same_context_is_cut_once_and_the_same_way() -> None:
+    from ponder.context import chunking
+
+    context = ctx(Document("a.py", "x = 1\n" * 200), Document("b.py", "y = 2\n" * 200))
+    first = chunk_context(context, chunk_tokens=100)
+    again = chunk_context(context, chunk_tokens=100)
+    assert again == first and again is not first           # a new list of the same chunks
+    assert all(a is b for a, b in zip(again, first, strict=True))  # ... not cut again
+    assert chunk_context(context, chunk_tokens=200) != first  # other sizes: cut anew
+    twin = ctx(*context.documents)                             # an equal context, other object
+    assert chunk_context(twin, chunk_tokens=100) == first
+    assert len(chunking._RECENT) <= chunking._RECENT_SIZE

@@ -67,6 +67,26 @@ def test_rate_uses_the_clock() -> None:
     assert progress.elapsed == 2.0
 
 
+def test_slow_runs_show_seconds_per_item() -> None:
+    clock = FakeClock()
+    stream = io.StringIO()
+    progress = ProgressContext(total=3, mode="plain", file=stream, clock=clock)
+    with progress:
+        assert progress.rate_text().startswith("- s/item")
+        clock.now += 45.0
+        progress.update(advance=1)
+        assert progress.rate_text() == "45.0 s/item"
+        clock.now += 45.0
+        progress.update(advance=2)
+    assert "0.0 items/s" not in stream.getvalue()
+    assert "30.0 s/item" in stream.getvalue()
+    fast = ProgressContext(total=10, mode="silent", clock=clock)
+    with fast:
+        clock.now += 1.0
+        fast.update(advance=10)
+        assert fast.rate_text() == "10.0 items/s"
+
+
 def test_plain_mode_prints_about_every_ten_percent_and_a_final_line() -> None:
     stream = io.StringIO()
     clock = FakeClock()
