@@ -10,7 +10,8 @@ this process, latency 0: the model's time is not what is measured):
 
 with the ``retrieve_then_read`` strategy over ``bm25``, so every question chunks the corpus and
 needs the index. Per question it reports the wall time, the time loading the sources, and the
-``index`` span (built or loaded from the store). Run: ``python bench/sessions.py [--mb 10]``.
+``index`` span and where the index came from (built, loaded from the store, or kept in
+memory by the session). Run: ``python bench/sessions.py [--mb 10]``.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import isolated_ponder_dirs, quiet_logs, table, write_result
 
 
-def _index_span(tracker) -> tuple[float, bool | None]:
+def _index_span(tracker) -> tuple[float, str | None]:
+    """(seconds in the ``index`` span, how the index came: built, store or memory)."""
     for span in tracker.spans:
         if span.name == "index":
-            return span.duration_s or 0.0, span.attributes.get("loaded_from_store")
+            how = ("memory" if span.attributes.get("kept_in_memory") else
+                   "store" if span.attributes.get("loaded_from_store") else "built")
+            return span.duration_s or 0.0, how
     return 0.0, None
 
 
@@ -90,11 +94,12 @@ def main() -> int:
             first = statistics.median(r[0] for r in runs)
             second = statistics.median(r[1] for r in runs)
             index2 = statistics.median(d[1]["index_s"] for d in details[mode])
-            rows.append([mode, f"{first:.2f}s", f"{second:.2f}s", f"{index2:.3f}s",
+            how = "/".join(sorted({d[1]["index_loaded"] or "-" for d in details[mode]}))
+            rows.append([mode, f"{first:.2f}s", f"{second:.2f}s", f"{index2:.3f}s", how,
                          f"{first - second:.2f}s"])
             results.append({"mode": mode, "first_s": first, "second_s": second,
                             "second_index_s": index2, "runs": runs, "details": details[mode]})
-    print(table(["mode", "question 1", "question 2", "q2 index", "q1 - q2"], rows,
+    print(table(["mode", "question 1", "question 2", "q2 index", "q2 index from", "q1 - q2"], rows,
                 title=f"two questions over a {args.mb:g} MB corpus (retrieve_then_read, bm25)"))
     path = write_result("sessions", {"mb": args.mb, "repeat": args.repeat,
                                      "strategy": "retrieve_then_read", "retriever": "bm25"},

@@ -42,10 +42,10 @@ from ponder.kernel.config import (
     KERNEL_SECTIONS,
     SUBSYSTEM_SECTIONS,
     Config,
-    _build,
-    _Layers,
-    _toml_key,
-    _toml_value,
+    Layers,
+    build_config,
+    toml_key,
+    toml_value,
 )
 from ponder.kernel.hookspecs import KINDS
 
@@ -62,7 +62,7 @@ class Builder:
     """Accumulates config values call by call; each call returns the builder."""
 
     def __init__(self) -> None:
-        self._layers = _Layers()
+        self._layers = Layers()
 
     # --- component sections ----------------------------------------------------------------
     def _component(self, kind: str, name: str | None, settings: Mapping[str, Any],
@@ -134,7 +134,7 @@ class Builder:
 
     # --- results ---------------------------------------------------------------------------
     def _validate(self) -> Config:
-        return _build(self._layers, [])
+        return build_config(self._layers, [])
 
     def config(self) -> Config:
         """The :class:`Config` these calls describe (no file, no environment)."""
@@ -162,6 +162,18 @@ class Builder:
     def ask(self, question: str, sources: Sequence[str] | Any, **kwargs: Any) -> Any:
         return self.system().ask(question, sources, **kwargs)
 
+    def matches(self, config: Config) -> bool:
+        """Whether ``config`` (one loaded from :meth:`to_toml`'s file, say) holds the same
+        values as these calls. ``Config.__eq__`` also compares where each value came from (a
+        file and line, or a builder call) and which files were read, which always differ
+        between a file and a builder; this compares the values alone."""
+        import attrs
+
+        def values(c: Config) -> Config:
+            return attrs.evolve(c, origins={}, files=[])
+
+        return values(self.config()) == values(config)
+
     def to_toml(self) -> str:
         """These calls as a ponder.toml (secrets as written: ``$env:NAME`` stays a reference)."""
         tables: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -176,8 +188,8 @@ class Builder:
             node[key[-1]] = value
         lines: list[str] = []
         for table, values in tables.items():
-            lines.append("[" + ".".join(_toml_key(part) for part in table) + "]")
-            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items()]
+            lines.append("[" + ".".join(toml_key(part) for part in table) + "]")
+            lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in values.items()]
             lines.append("")
         return "\n".join(lines)
 

@@ -156,8 +156,9 @@ def chat_command(state: AppState, sources: tuple[str, ...], name: str | None,
                 continue
             click.echo(redact(answer.answer))
             cited = ", ".join(f"{c.path}:{c.line}" for c in answer.citations[:8])
-            load = f"; loaded sources in {session.last_load_s:.2f}s" if session.last_load_s \
-                else ""
+            load_s = session.last_load_s  # a small project loads in milliseconds, not 0.00s
+            load = "" if not load_s else f"; loaded sources in {load_s:.2f}s" if load_s >= 0.1 \
+                else f"; loaded sources in {load_s * 1000:.0f} ms"
             click.echo(f"  [{_usage_line(answer.usage)}; {answer.elapsed_s:.1f}s{load}"
                        + (f"; cited {cited}" if cited else "") + "]", err=True)
             if answer.note:

@@ -6,20 +6,34 @@ Exit codes as for ``ask``: 0 every stage complete, 3 partial (the note lists the
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
 import click
 
-from ponder.cli.app import AppState
+from ponder.cli.app import AppState, report_error
 from ponder.cli.ask import EXIT_PARTIAL, _overrides
 
 
 def _load(state: AppState, path: str) -> Any:
-    from ponder.pipeline.check import check_pipeline
-    from ponder.pipeline.model import Pipeline
+    from ponder.pipeline.check import check_file
 
-    return check_pipeline(Pipeline.from_file(path), state.plugins)
+    return check_file(path, state.plugins)
+
+
+def _json_errors(exc: Any) -> None:
+    """``{"ok": false, "errors": [...]}``, one entry per problem, and exit with its code."""
+    from ponder.support.secrets import redact
+
+    errors: list[str] = []
+    for line in redact(str(exc)).splitlines():  # an indented line continues its error
+        if line.startswith(" ") and errors:  # (a signature's caret under the column)
+            errors[-1] += "\n" + line
+        else:
+            errors.append(line)
+    click.echo(json.dumps({"ok": False, "errors": errors}))
+    raise click.exceptions.Exit(exc.exit_code) from None
 
 
 @click.group("pipeline")
@@ -40,10 +54,7 @@ def check_command(state: AppState, file: str, as_json: bool) -> None:
     except PonderError as exc:
         if not as_json:
             raise
-        from ponder.support.secrets import redact
-
-        click.echo(json.dumps({"ok": False, "errors": redact(str(exc)).splitlines()}))
-        raise click.exceptions.Exit(exc.exit_code) from None
+        _json_errors(exc)
     if as_json:
         click.echo(json.dumps({"ok": True, "stages": list(plan.stages), "levels": plan.levels,
                                "inputs": list(plan.inputs)}))
@@ -59,9 +70,15 @@ def check_command(state: AppState, file: str, as_json: bool) -> None:
 @click.pass_obj
 def show_command(state: AppState, file: str, fmt: str) -> None:
     """Show FILE's stages, their dependency levels and the critical path."""
+    from ponder.errors import PonderError
     from ponder.pipeline.check import critical_path
 
-    plan = _load(state, file)
+    try:
+        plan = _load(state, file)
+    except PonderError as exc:
+        if fmt != "json":
+            raise
+        _json_errors(exc)
     path, _ = critical_path(plan)
     if fmt == "json":
         click.echo(json.dumps({"stages": {n: {"kind": p.kind, "uses": p.stage.uses,
@@ -78,9 +95,10 @@ def show_command(state: AppState, file: str, fmt: str) -> None:
             if stage.stage.for_each:
                 label += "<br/>for each"
             lines.append(f'    {name}["{label}"]')
+        on_path = set(itertools.pairwise(path))
         for name, stage in plan.stages.items():
             for need in sorted(stage.needs):
-                edge = "==>" if need in path and name in path else "-->"
+                edge = "==>" if (need, name) in on_path else "-->"
                 lines.append(f"    {need} {edge} {name}")
         click.echo("\n".join(lines))
         return
@@ -90,7 +108,7 @@ def show_command(state: AppState, file: str, fmt: str) -> None:
             stage = plan.stages[name]
             needs = f"  after {', '.join(sorted(stage.needs))}" if stage.needs else ""
             fan = f"  for each {stage.stage.for_each}" if stage.stage.for_each else ""
-            click.echo(f"  {name:<16} {stage.kind} {stage.stage.uses:<18} "
+            click.echo(f"  {name:<16} {stage.kind:<9} {stage.stage.uses:<18} "
                        f"{stage.signature.text}{fan}{needs}")
     click.echo(f"critical path: {' -> '.join(path)} ({len(path)} stages)")
 
@@ -148,8 +166,9 @@ def run_command(state: AppState, file: str, sources: tuple[str, ...], inputs: tu
     except PonderError as exc:
         if not as_json:
             raise
-        click.echo(json.dumps({"error": redact(str(exc)), "partial": True}))
-        raise click.exceptions.Exit(exc.exit_code) from None
+        # the one shape every --json failure has (``report_error``: message on stderr too)
+        raise click.exceptions.Exit(report_error(str(exc), exc.exit_code, as_json=True)) \
+            from None
     if as_json:
         click.echo(redact(json.dumps(clean_secrets(result.to_dict()), indent=2, default=str)))
     else:
@@ -160,6 +179,7 @@ def run_command(state: AppState, file: str, sources: tuple[str, ...], inputs: tu
 
 
 def _print(result: Any) -> None:
+    from ponder.pipeline.run import first_line
     from ponder.support.secrets import redact
 
     for name, outputs in result.outputs.items():
@@ -169,10 +189,11 @@ def _print(result: Any) -> None:
             click.echo(redact(f"{field}: {text}"))
     lines = [f"{'stage':<16} {'status':<8} {'time':>7} {'calls':>5}  note"]
     for name, stage in result.stages.items():
-        note = stage.error or (f"needs {', '.join(stage.waited_for)}" if stage.waited_for else "")
+        note = first_line(stage.error) if stage.error else stage.why_skipped
         if stage.items is not None:
             note = f"{stage.items} items" + (f", {len(stage.failed_items)} failed"
-                                             if stage.failed_items else "") + note
+                                             if stage.failed_items else "") + (
+                f"; {note}" if note else "")
         lines.append(f"{name:<16} {stage.status:<8} {stage.elapsed_s:>6.2f}s {stage.calls:>5}  "
                      f"{note}")
     usage = result.usage

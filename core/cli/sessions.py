@@ -14,9 +14,6 @@ import click
 
 from ponder.cli.app import AppState
 
-#: exit code of a partial answer, as ``ask``'s
-EXIT_PARTIAL = 3
-
 
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
@@ -70,8 +67,8 @@ def run_session_ask(state: AppState, question: str, params: dict[str, Any],
             click.echo(f"session {info['name']}: turn {info['turn']} (with "
                        f"{info['history_turns']} earlier turn(s)); session total: "
                        f"{total['calls']} calls, ${total['cost_usd']:.4f}", err=True)
-    if answer.partial:
-        raise click.exceptions.Exit(EXIT_PARTIAL if answer.answer else 1)
+    if answer.exit_code:  # the same rule as `ponder ask` (Answer.status)
+        raise click.exceptions.Exit(answer.exit_code)
 
 
 @click.group("sessions", invoke_without_command=True)

@@ -42,7 +42,7 @@ from ponder.signatures.parse import (
     type_text,
 )
 
-__all__ = ["Plan", "StagePlan", "check_pipeline", "critical_path"]
+__all__ = ["Plan", "StagePlan", "check_file", "check_pipeline", "critical_path"]
 
 
 @attrs.frozen
@@ -195,6 +195,31 @@ def check_pipeline(pipeline: Pipeline, plugins: Any) -> Plan:
                      for ref in references([stage.inputs, stage.for_each])
                      if ref.scope == "input"})
     return Plan(pipeline, plans, levels, tuple(inputs))
+
+
+def check_file(path: Any, plugins: Any) -> Plan:
+    """Read the pipeline file at ``path`` and check it, listing every problem at once.
+
+    :meth:`Pipeline.from_file` stops at the shape of the file (an unknown key, a list where a
+    table goes); the stages it could read are then checked too, so one ``pipeline check`` shows
+    the misspelt key *and* the unknown field three stages down, not one per round. References
+    to a stage too broken to read are not reported again as unknown stages.
+    """
+    try:
+        pipeline = Pipeline.from_file(path)
+    except PipelineError as exc:
+        partial = getattr(exc, "partial", None)
+        if partial is None:
+            raise
+        try:
+            check_pipeline(partial, plugins)
+        except PipelineError as more:
+            dropped = getattr(exc, "dropped", ())
+            extra = [line for line in str(more).splitlines()
+                     if not any(f"unknown stage {name!r}" in line for name in dropped)]
+            raise PipelineError("\n".join([str(exc), *extra])) from None
+        raise
+    return check_pipeline(pipeline, plugins)
 
 
 def _check_components(stage: Stage, plugins: Any, kind: str) -> Any:

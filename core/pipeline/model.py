@@ -218,14 +218,20 @@ class Stage:
                 references(table.get(key))
             except ValueError as exc:
                 problems.append(f"{where}: {key}: {exc}")
-        if problems:
+        unknown_keys = sum(key not in STAGE_KEYS for key in table)
+        if problems and len(problems) > unknown_keys:
             raise PipelineError("\n".join(problems))
-        return cls(name=name, uses=uses, kind=kind, signature=table.get("signature"),
-                   instructions=table.get("instructions"),
-                   inputs=dict(table.get("inputs", {})), for_each=table.get("for_each"),
-                   after=tuple(after), settings=dict(table.get("settings", {})),
-                   adapter=adapter, adapter_settings=dict(adapter_settings),
-                   predictor=table.get("predictor"), origin=origin)
+        stage = cls(name=name, uses=uses, kind=kind, signature=table.get("signature"),
+                    instructions=table.get("instructions"),
+                    inputs=dict(table.get("inputs", {})), for_each=table.get("for_each"),
+                    after=tuple(after), settings=dict(table.get("settings", {})),
+                    adapter=adapter, adapter_settings=dict(adapter_settings),
+                    predictor=table.get("predictor"), origin=origin)
+        if problems:  # only unknown keys: the error carries the stage the other keys describe
+            error = PipelineError("\n".join(problems))
+            error.stage = stage  # type: ignore[attr-defined]
+            raise error
+        return stage
 
 
 @attrs.frozen
@@ -273,16 +279,16 @@ class Pipeline:
 
     def to_toml(self) -> str:
         """The pipeline as a TOML file that :meth:`from_file` reads back to an equal pipeline."""
-        from ponder.kernel.config import _toml_key, _toml_value
+        from ponder.kernel.render import toml_key, toml_value
 
-        lines = ["[pipeline]", f"name = {_toml_value(self.name)}"]
+        lines = ["[pipeline]", f"name = {toml_value(self.name)}"]
         if not self.cache:
             lines.append("cache = false")
         if self.inputs:
-            lines.append(f"inputs = {_toml_value({k: v for k, v in self.inputs.items()})}")
+            lines.append(f"inputs = {toml_value({k: v for k, v in self.inputs.items()})}")
         for stage in self.stages:
             lines += ["", "[[pipeline.stages]]"]
-            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in stage.config_dict().items()]
+            lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in stage.config_dict().items()]
         return "\n".join(lines) + "\n"
 
     # --- reading -------------------------------------------------------------------------------
@@ -309,23 +315,35 @@ class Pipeline:
         if not isinstance(cache, bool):
             problems.append(f"{origin}: pipeline.cache: expected true or false, got {cache!r}")
         stages: list[Stage] = []
+        dropped: list[str] = []  # stages too broken to check further
         seen: set[str] = set()
         for index, table in enumerate(raw_stages):
             try:
                 stage = Stage.from_table(table, origin=origin, index=index)
             except PipelineError as exc:
                 problems.append(str(exc))
-                continue
+                stage = getattr(exc, "stage", None)
+                if stage is None:
+                    if isinstance(table, Mapping) and isinstance(table.get("name"), str):
+                        dropped.append(table["name"])
+                    continue
             if stage.name in seen:
                 problems.append(f"{origin}: stage {stage.name!r}: name: two stages have this name")
             seen.add(stage.name)
             stages.append(stage)
-        if problems:
-            raise PipelineError("\n".join(problems))
         name = data.get("name")
-        return cls(name=str(name) if name else Path(origin).stem if origin != "code" else
-                   "pipeline", stages=tuple(stages), inputs=dict(inputs), cache=bool(cache),
-                   origin=origin)
+        pipeline = cls(name=str(name) if name else Path(origin).stem if origin != "code" else
+                       "pipeline", stages=tuple(stages),
+                       inputs=dict(inputs) if isinstance(inputs, Mapping) else {},
+                       cache=bool(cache), origin=origin)
+        if problems:
+            # the stages that could be read ride along, so that a check can list their
+            # problems too (:func:`ponder.pipeline.check.check_file`): one round of fixes
+            error = PipelineError("\n".join(problems))
+            error.partial = pipeline if stages else None  # type: ignore[attr-defined]
+            error.dropped = tuple(dropped)  # type: ignore[attr-defined]
+            raise error
+        return pipeline
 
     @classmethod
     def from_file(cls, path: str | Path) -> Pipeline:
@@ -357,22 +375,70 @@ class Pipeline:
                                 f"({', '.join(config.files) or 'no config file'})")
         return cls.from_dict(table, origin=config.origin("pipeline.stages"))
 
-    def with_value(self, dotted: str, value: Any) -> Pipeline:
-        """This pipeline with one key changed: ``stages.<name>.<key>[.<subkey>]`` (how an
-        optimizer's space addresses ``pipeline.stages.<name>.<key>``)."""
-        parts = dotted.removeprefix("pipeline.").split(".")
-        if len(parts) < 3 or parts[0] != "stages":
-            raise PipelineError(f"{dotted}: expected pipeline.stages.<stage>.<key>")
-        stage = self.get(parts[1])
+    def with_value(self, dotted: str, value: Any, *, origin: str | None = None) -> Pipeline:
+        """This pipeline with one key changed: ``pipeline.stages.<name>.<key>[.<subkey>…]``
+        (the ``pipeline.`` prefix is optional). This is how an optimizer's space addresses a
+        stage: ``with_value("pipeline.stages.entrypoints.settings.fan_in", 8)``.
+
+        The new stage goes through the same reading as a file's (a key that is not a stage key
+        is refused here, naming this call); its plugin settings are checked by
+        :func:`ponder.pipeline.check.check_pipeline`, which a caller runs on the result, as for
+        any pipeline, before running it. ``origin`` names the caller in those errors instead
+        of this call (``"optimize trial 7: pipeline.stages.entrypoints.settings.fan_in"``).
+        """
+        call = origin or f"Pipeline.with_value({dotted!r})"
+        stage, path = self._address(dotted, call)
         table = stage.config_dict()
         node = table
-        for part in parts[2:-1]:
+        for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise PipelineError(f"{dotted}: {part} is not a table")
-        node[parts[-1]] = value
-        new = Stage.from_table(table, origin=stage.origin, index=self.stages.index(stage))
+                raise PipelineError(f"{call}: {part} of stage {stage.name!r} is not a table")
+        node[path[-1]] = value
+        # the stage's errors (its settings, checked later) name the file and this call
+        where = f"{self.origin}, {call}"  # the file (or code), then who changed the stage
+        try:
+            new = Stage.from_table(table, origin=where, index=self.stages.index(stage))
+        except PipelineError as exc:
+            raise PipelineError(f"{call}: {exc}") from None
         return attrs.evolve(self, stages=tuple(new if s is stage else s for s in self.stages))
+
+    def with_values(self, values: Mapping[str, Any], *, origin: str | None = None) -> Pipeline:
+        """:meth:`with_value` for each ``dotted -> value`` (one optimizer trial's choices);
+        ``origin`` (``"optimize trial 7"``) is followed by the key in each error."""
+        pipeline = self
+        for dotted, value in values.items():
+            pipeline = pipeline.with_value(dotted, value,
+                                           origin=f"{origin}: {dotted}" if origin else None)
+        return pipeline
+
+    def value(self, dotted: str, default: Any = None) -> Any:
+        """The current value at ``pipeline.stages.<name>.<key>…`` (``default`` when unset): an
+        optimizer's baseline for that key."""
+        stage, path = self._address(dotted, f"Pipeline.value({dotted!r})")
+        node: Any = stage.config_dict()
+        for part in path:
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def _address(self, dotted: str, call: str) -> tuple[Stage, list[str]]:
+        parts = dotted.removeprefix("pipeline.").split(".")
+        if len(parts) < 3 or parts[0] != "stages" or not all(parts):
+            raise PipelineError(f"{call}: expected pipeline.stages.<stage>.<key>, e.g. "
+                                "pipeline.stages.entrypoints.settings.fan_in")
+        try:
+            stage = self.get(parts[1])
+        except PipelineError as exc:
+            raise PipelineError(f"{call}: {str(exc).removeprefix(self.origin + ': ')}") \
+                from None
+        if parts[2] not in STAGE_KEYS or parts[2] == "name":
+            close = did_you_mean(parts[2], STAGE_KEYS)
+            hint = f"; did you mean {close!r}?" if close else ""
+            raise PipelineError(f"{call}: {parts[2]!r} is not a stage key that can change{hint} "
+                                f"(keys: {', '.join(k for k in STAGE_KEYS if k != 'name')})")
+        return stage, parts[2:]
 
 
 def literal_inputs(pairs: Sequence[str]) -> dict[str, str]:

@@ -3,10 +3,13 @@
 :func:`run_pipeline` loads the sources once, builds the run's
 :class:`ponder.engine.services.Services` (the limits, usage, call records and response cache of the
 whole pipeline), and hands the stage graph to :func:`run_graph`: ``graphlib`` says which stages are
-ready, each ready stage starts in its own thread at once, and a stage's ``for_each`` items go
-through ``services.map`` (the run's parallel map: an ``[executor]`` plugin that replaces it applies
-here too). One semaphore of ``[limits] concurrency`` slots bounds the LM calls in flight across all
-of them.
+ready, each ready stage starts in its own thread as soon as it gets a slot of the run's one
+:class:`ponder.engine.budget.ConcurrencyBudget` (``[limits] concurrency`` slots, or an eval's
+shared budget), and a stage's ``for_each`` items and a strategy's chunks go through
+``services.map`` (the run's parallel map: an ``[executor]`` plugin that replaces it applies here
+too), which lends the stage's slot and borrows free ones. So stage threads and their workers
+together never do more at once than the budget allows, and one semaphore of the same size bounds
+the LM calls in flight.
 
 A stage that fails makes its dependants *skipped* (each lists the stage it waited for), while the
 other branches finish; the result is partial and says which stages are missing. A limit that
@@ -37,6 +40,7 @@ from typing import Any
 
 import attrs
 
+from ponder.engine.budget import ConcurrencyBudget
 from ponder.engine.services import LimitReached
 from ponder.errors import ConfigError
 from ponder.pipeline.check import Plan, StagePlan, critical_path
@@ -51,6 +55,8 @@ __all__ = ["PipelineResult", "StageResult", "run_graph", "run_pipeline"]
 #: records namespace of the stage cache
 NAMESPACE = "pipeline"
 USABLE = ("ok", "cached", "partial")
+#: what a stage skipped by a limit (not by a failed stage) waited for
+LIMITS = ("timeout", "max_cost", "max_tokens", "interrupted")
 
 
 @attrs.define
@@ -69,6 +75,15 @@ class StageResult:
     citations: list[dict[str, Any]] = attrs.Factory(list)
     calls: int = 0
     cache_key: str | None = None
+
+    @property
+    def why_skipped(self) -> str:
+        """``needs risk`` (a stage it reads failed) or ``stopped by timeout`` (a limit)."""
+        limits = [w for w in self.waited_for if w in LIMITS]
+        stages = [w for w in self.waited_for if w not in LIMITS]
+        parts = ([f"needs {', '.join(stages)}"] if stages else []) + \
+            [f"stopped by {limit}" for limit in limits]
+        return "; ".join(parts)
 
 
 @attrs.define
@@ -92,7 +107,10 @@ class PipelineResult:
 
     @property
     def speedup(self) -> float:
-        return self.stage_sum_s / self.wall_s if self.wall_s > 0 else 1.0
+        """Sum of stage times over the wall time; 1.0 when no stage ran (all cached)."""
+        if self.wall_s <= 0 or self.stage_sum_s <= 0:
+            return 1.0
+        return self.stage_sum_s / self.wall_s
 
     @property
     def missing(self) -> list[str]:
@@ -109,9 +127,9 @@ class PipelineResult:
         parts = []
         for name, stage in self.stages.items():
             if stage.status == "failed":
-                parts.append(f"{name} failed ({stage.error})")
+                parts.append(f"{name} failed ({first_line(stage.error or '')})")
             elif stage.status == "skipped":
-                parts.append(f"{name} skipped (needs {', '.join(stage.waited_for)})")
+                parts.append(f"{name} skipped ({stage.why_skipped})")
             elif stage.status == "partial":
                 parts.append(f"{name} partial ({len(stage.failed_items)} item(s) failed)")
         done = sum(s.status in ("ok", "cached") for s in self.stages.values())
@@ -136,15 +154,33 @@ class PipelineResult:
         }
 
 
+def first_line(text: str, limit: int = 160) -> str:
+    """The first line of an error, cut to ``limit`` characters: what a table row or a note shows
+    (a provider's parse error runs to a dozen lines; ``--json`` and the run store keep it all)."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    more = line != text.strip()
+    if len(line) > limit:
+        line, more = line[:limit].rstrip(), True
+    return line + (" …" if more else "")
+
+
 # --- the scheduler (one function, so an executor can replace it) -----------------------------
 def run_graph(graph: Mapping[str, set[str]], run: Callable[[str], StageResult], *,
               skip: Callable[[str, dict[str, StageResult]], StageResult | None],
-              remaining_s: Callable[[], float | None]) -> dict[str, StageResult]:
+              remaining_s: Callable[[], float | None], budget: Any = None,
+              holds_slot: bool = False) -> dict[str, StageResult]:
     """Run every node of ``graph`` (node -> the nodes it needs) as soon as those are done.
 
     ``skip(name, results)`` may return a result instead of running the node (a dependency
     failed, a limit was reached). Nodes run in daemon threads, so a deadline that passes with a
     stage in flight returns at once: that stage is failed as cancelled and the rest skipped.
+
+    With a ``budget`` (:class:`ponder.engine.budget.ConcurrencyBudget`, the run's one cap) a
+    ready stage starts only when it gets a slot, held until it ends, so a wide pipeline never
+    has more stage threads working than ``[limits] concurrency``; a stage's own parallel map
+    lends that slot to its first worker and borrows free ones (the budget's protocol). When the
+    caller holds a slot itself (``holds_slot``: an eval example running a pipeline), the first
+    stage works on it instead of taking another.
     """
     import graphlib
 
@@ -153,13 +189,29 @@ def run_graph(graph: Mapping[str, set[str]], run: Callable[[str], StageResult], 
     results: dict[str, StageResult] = {}
     finished: queue.SimpleQueue[tuple[str, StageResult]] = queue.SimpleQueue()
     running: set[str] = set()
+    pending: list[str] = []  # ready, waiting for a slot
+    started: dict[str, float] = {}  # when each running stage began (a cancelled one keeps it)
+    lent: str | None = None  # the stage working on the caller's slot
 
-    def work(name: str) -> None:
+    def work(name: str, slot: bool) -> None:
         try:
             result = run(name)
         except BaseException as exc:  # run() reports its own failures; this is a bug guard
             result = StageResult(name, "failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            if slot:
+                budget.release()
         finished.put((name, result))
+
+    def timed_out() -> dict[str, StageResult]:
+        now = time.time()
+        for name in running:
+            results[name] = StageResult(name, "failed", error="cancelled: timeout",
+                                        start=started[name], end=now,
+                                        elapsed_s=now - started[name])
+        for name in graph:
+            results.setdefault(name, StageResult(name, "skipped", waited_for=["timeout"]))
+        return results
 
     while sorter.is_active():
         for name in sorter.get_ready():
@@ -168,8 +220,25 @@ def run_graph(graph: Mapping[str, set[str]], run: Callable[[str], StageResult], 
                 results[name] = skipped
                 sorter.done(name)
                 continue
+            pending.append(name)
+        while pending:
+            slot = False
+            if budget is not None:
+                if holds_slot and lent is None:
+                    lent = pending[0]
+                elif budget.try_acquire():
+                    slot = True
+                elif running:
+                    break  # a slot comes back when a running stage ends
+                else:  # nothing of ours runs: wait for a slot another run holds
+                    remaining = remaining_s()
+                    if not budget.acquire(None if remaining is None else max(remaining, 0)):
+                        return timed_out()
+                    slot = True
+            name = pending.pop(0)
             running.add(name)
-            threading.Thread(target=in_current_context(work), args=(name,), daemon=True,
+            started[name] = time.time()
+            threading.Thread(target=in_current_context(work), args=(name, slot), daemon=True,
                              name=f"ponder-stage-{name}").start()
         if not running:
             continue  # the skipped nodes made others ready
@@ -177,12 +246,10 @@ def run_graph(graph: Mapping[str, set[str]], run: Callable[[str], StageResult], 
         try:
             name, result = finished.get(timeout=None if remaining is None else max(remaining, 0))
         except queue.Empty:  # the deadline passed with stages in flight
-            for name in running:
-                results[name] = StageResult(name, "failed", error="cancelled: timeout")
-            for name in graph:
-                results.setdefault(name, StageResult(name, "skipped", waited_for=["timeout"]))
-            return results
+            return timed_out()
         running.discard(name)
+        if lent == name:
+            lent = None
         results[name] = result
         sorter.done(name)
     return results
@@ -239,6 +306,7 @@ class _Run:
             # an index is state: two strategy stages at once must not share one retriever
             changes["retriever"] = system.build("retriever")
         changes["predictor"] = predictor
+        changes["_stage"] = stage.name
         view = stage_services(root, self.slots, **changes)
         with self._lock:
             self.views.append(view)
@@ -364,16 +432,21 @@ class _Run:
 
 
 def _pipeline_inputs(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
+    from ponder.kernel.registry import did_you_mean
+
     values = {name: value for name, value in plan.pipeline.inputs.items() if value is not None}
     values.update(given)
+    known = sorted(set(plan.inputs) | set(plan.pipeline.inputs))
+    unknown = sorted(set(given) - set(known))
+    if unknown:  # before "missing": a misspelt --input is both, and this says why
+        close = did_you_mean(unknown[0], known)
+        hint = f"; did you mean {close!r}?" if close else ""
+        raise ConfigError(f"--input {unknown[0]}: the pipeline reads no input {unknown[0]!r}"
+                          f"{hint} (it reads: {', '.join(known) or 'none'})")
     missing = [name for name in plan.inputs if name not in values]
     if missing:
         raise ConfigError(f"the pipeline needs input(s) {', '.join(missing)}: give "
                           + " ".join(f'--input {name}="..."' for name in missing))
-    unknown = sorted(set(given) - set(plan.inputs) - set(plan.pipeline.inputs))
-    if unknown:
-        raise ConfigError(f"--input {unknown[0]}: the pipeline reads no input {unknown[0]!r} "
-                          f"(it reads: {', '.join(plan.inputs) or 'none'})")
     return values
 
 
@@ -423,6 +496,10 @@ def run_pipeline(plan: Plan, system: Any, *, sources: Sequence[str] | Any = (),
     recorder.begin(question=question, context=context, config=system.config,
                    model=model_info.model, adapter=adapter_name, strategy="pipeline")
     cache = system.open_cache(adapter)
+    # the run's one concurrency cap: stage threads and their maps' workers all draw from it; an
+    # eval's shared budget (system.budget) when there is one, its caller holding a slot
+    budget = system.budget if getattr(system, "budget", None) is not None else \
+        ConcurrencyBudget(limits.concurrency)
     services = Services(
         lm=lm, model_info=model_info, predictor=system.build("predictor"),
         retriever=system.build("retriever"), tracker=tracker,
@@ -432,13 +509,14 @@ def run_pipeline(plan: Plan, system: Any, *, sources: Sequence[str] | Any = (),
         dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)(), context=context,
         names={"adapter": (adapter_name, getattr(adapter, "settings", None)),
                "retriever": (system.config.retriever.name, None)},
-        cache=cache, on_call=recorder.record_call, storage=recorder.storage)
+        cache=cache, on_call=recorder.record_call, storage=recorder.storage, budget=budget)
     state = _Run(plan, system, context, values, services, recorder.storage)
     graph = {name: set(stage.needs) for name, stage in plan.stages.items()}
     try:
         with tracker.span("pipeline", SpanType.RUN, run_id=run_id,
                           pipeline=plan.pipeline.name) as span:
-            results = run_graph(graph, state.run, skip=state.skip, remaining_s=services.remaining_s)
+            results = run_graph(graph, state.run, skip=state.skip, remaining_s=services.remaining_s,
+                                budget=budget, holds_slot=budget is getattr(system, "budget", None))
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             services.interrupt()  # the views share the flag: every stage stops at its next call
@@ -474,7 +552,7 @@ def _finish(recorder: Any, result: PipelineResult, tracker: Tracker) -> None:
         "usage": data["usage"],
         "cost_usd": data["usage"]["cost_usd"],
         "elapsed_s": data["elapsed_s"],
-        "failures": [{"error": s.error or f"skipped: needs {', '.join(s.waited_for)}",
+        "failures": [{"error": s.error or f"skipped: {s.why_skipped}",
                       "kind": s.status, "stage": n}
                      for n, s in result.stages.items() if s.status in ("failed", "skipped")],
         "stopped_by": result.stopped_by,

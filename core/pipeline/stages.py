@@ -46,8 +46,14 @@ class StageServices(Services):
     """
 
     _slots: threading.BoundedSemaphore
+    #: the stage's name: its strategy's calls are recorded as ``STAGE.ROLE`` (``port.answer``,
+    #: ``entrypoints.map``), so ``ponder runs show`` says which stage made each call
+    _stage: str | None = None
 
     def predict(self, signature: Any, *, role: str, **inputs: Any) -> Any:
+        stage = self._stage
+        if stage and role != stage and not role.startswith(f"{stage}."):
+            role = f"{stage}.{role}"
         self.check_limits()
         remaining = self.remaining_s()
         if not self._slots.acquire(timeout=None if remaining is None else max(remaining, 0.0)):

@@ -10,9 +10,10 @@
 
 **Loaded once.** The sources are read on the first question and kept for the session's life in
 this process; their chunkings are kept too (:func:`ponder.context.chunking.keep_chunks`), and a
-retriever's index is built once and then loaded from the run store (``Services.index``). A session
-resumed in another process (``ask --session NAME``) reads the sources again (about a third of a
-second for 10 MB) and finds its index in the store; if the files changed since, the digest
+retriever's index is built once and kept in memory with them (``Services.index`` hands the same
+indexed retriever back for the same chunks; :meth:`Session.close` lets both go). A session
+resumed in another process (``ask --session NAME``) reads the sources again (about a tenth of a
+second for 10 MB) and loads its index from the store; if the files changed since, the digest
 differs and a warning says so.
 
 **History.** Each question goes to the strategy with the conversation so far in front of it,

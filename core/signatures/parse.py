@@ -11,6 +11,7 @@ Grammar (whitespace is free)::
     fields    := field ("," field)*
     field     := NAME [":" type]                   # no type: str
     type      := NAME ["[" type ("," type)* "]"]   # list[str], dict[str, int], Optional[int]
+               | "tuple" "[" type "," "..." "]"       # a tuple of any length
                | "Embedding" "(" INT ")"
                | "Literal" "[" STRING ("," STRING)* "]"
                | type "|" type                     # int | None
@@ -67,8 +68,13 @@ _PLAIN: dict[str, Any] = {
 }
 _KNOWN = sorted({*_PLAIN, *_GENERICS, "Embedding", "Literal"})
 
+#: names a DSPy signature class has already (its metaclass's properties): a field called so
+#: would shadow them and fail deep inside DSPy with a TypeError that names neither
+_RESERVED = frozenset({"fields", "input_fields", "output_fields", "instructions", "signature",
+                       "register"})
+
 _TOKEN = re.compile(r"""\s*(?:(?P<arrow>->)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<int>\d+)
-                        |(?P<string>"[^"]*"|'[^']*')|(?P<punct>[:,\[\]()|])|(?P<bad>\S))""",
+                        |(?P<string>"[^"]*"|'[^']*')|(?P<punct>[:,\[\]()|.])|(?P<bad>\S))""",
                     re.VERBOSE)
 
 
@@ -184,6 +190,13 @@ class _Parser:
             fields.append(self.field(side))
         return fields
 
+    def _ellipsis(self) -> None:
+        for _ in range(3):
+            text = self.peek()[1]
+            if text != ".":
+                raise self.error("expected '...' (tuple[T, ...] is a tuple of any length)")
+            self.take()
+
     def field(self, side: str) -> Field:
         kind, name, position = self.peek()
         if kind != "name":
@@ -192,6 +205,10 @@ class _Parser:
         self.take()
         if name.startswith("_"):
             raise self.error(f"field name {name!r} may not start with '_'", position)
+        if name in _RESERVED or name.startswith("model_"):
+            raise self.error(f"field name {name!r} is taken by DSPy signatures (their own "
+                             f"attributes, and pydantic's model_*); call it e.g. "
+                             f"{name + '_text'!r}", position)
         if self.peek()[1] != ":":
             return Field(name, str, "str", position)
         self.take()
@@ -245,6 +262,10 @@ class _Parser:
             args = [self.union()]
             while self.peek()[1] == ",":
                 self.take()
+                if origin is tuple and len(args) == 1 and self.peek()[1] == ".":
+                    self._ellipsis()  # tuple[int, ...]: any length
+                    self.expect("]", "']' after '...'")
+                    return tuple[args[0], ...]
                 args.append(self.union())
             self.expect("]", "',' or ']'")
             if arity is not None and len(args) != arity:

@@ -1,4 +1,4 @@
-"""A 200-chunk ``map_reduce`` through the real ``openai_compatible`` adapter (litellm over HTTP)
+"""A 200-chunk ``map_reduce`` through the real ``openai_compatible`` adapter (dspy.lm15 over HTTP)
 against the loopback :class:`FakeProvider` in oracle mode, with 20 % of the requests faulted
 (every kind: 429 with Retry-After, 500/503, time-out, malformed JSON, empty choices).
 
@@ -33,7 +33,7 @@ from ponder.testing import run_cli
 from ponder.testing.fake_provider import FAULT_KINDS, FakeProvider
 
 CHUNKS = 200
-CHUNK_TOKENS = 128  # one file of the corpus per chunk: two never fit together
+CHUNK_TOKENS = 96  # one file of the corpus per chunk: two never fit together
 NEEDLE = "MAGIC_PORT = 48213"
 NEEDLE_FILES = (57, 142)
 RETRY_AFTER_S = 0.1
@@ -44,15 +44,15 @@ ADAPTER_TIMEOUT_S = 3.0
 EXCEPTION_OF = {
     "rate_limit": "LMRateLimitError",
     "server_error": "LMServerError",  # 500 and 503
-    "malformed": "LMServerError",  # litellm: InternalServerError on an unparsable 200
-    "timeout": "LMTimeoutError",
+    "malformed": "LMProviderError",  # dspy.lm15: an HTTP 200 whose body is not JSON
+    "timeout": "LMTransportError",  # dspy.lm15: the read timed out
     "empty_choices": "EmptyReply",
 }
 _RETRY_LINE = re.compile(r"retrying (\w+) call in ([\d.]+)s after (\w+)")
 
 
 def make_corpus(root: Path) -> Path:
-    """200 small text files of ~65 estimated tokens each (so 128-token chunks hold one each)."""
+    """200 small text files of ~65 estimated tokens each (so 96-token chunks hold one each)."""
     rng = random.Random(3)
     for i in range(CHUNKS):
         lines = [f"# note {i:03d}"]
@@ -141,7 +141,7 @@ def check_accounting(result, data: dict, stats: dict) -> dict[str, int]:
         expected[EXCEPTION_OF[kind]] += n
     seen = retried + Counter(f["kind"] for f in failures)
     gap = {name: expected[name] - seen[name] for name in expected | seen}
-    assert all(n >= 0 for n in gap.values()) and sum(gap.values()) == reduce_failed, gap
+    assert all(n >= 0 for n in gap.values()) and sum(gap.values()) == reduce_failed, (gap, seen)
     return faults
 
 

@@ -112,6 +112,13 @@ def test_independent_stages_overlap(tmp_path, provider, sources):
     assert result.speedup == pytest.approx(result.stage_sum_s / result.wall_s)
     assert {n: s.calls for n, s in result.stages.items()} == {"alpha": 1, "beta": 1, "join": 1}
     assert provider.stats()["requests"] == 3
+    # each recorded call names its stage (a strategy's "answer" call is "alpha.answer")
+    storage = system.open_storage()
+    try:
+        roles = sorted(call["role"] for call in storage.get_run(result.run_id)["calls"])
+    finally:
+        storage.close()
+    assert roles == ["alpha.answer", "beta.answer", "join"]
 
 
 FAN = '''
@@ -243,6 +250,7 @@ def test_stage_cache_reruns_only_what_changed(tmp_path, provider, sources):
     again = run_pipeline(plan, system, sources=[sources], inputs={"question": "one"})
     assert {s.status for s in again.stages.values()} == {"cached"}
     assert provider.stats()["requests"] == 3  # nothing asked again
+    assert again.speedup == 1.0  # no stage ran: no speedup to claim (it read 0.00x)
     assert again.outputs == first.outputs
     changed = run_pipeline(plan, system, sources=[sources], inputs={"question": "two"})
     status = {name: stage.status for name, stage in changed.stages.items()}
@@ -428,3 +436,196 @@ def test_strategy_stages_with_a_retriever_run_side_by_side(tmp_path, provider, s
     assert result.stages["alpha"].outputs == {"answer": "alpha is app.py:1"}
     assert result.stages["beta"].outputs == {"answer": "beta is util.py:1"}
     assert result.stages["alpha"].citations == [{"path": "app.py", "line": 1}]
+
+
+WIDE = "".join(f'''
+[[pipeline.stages]]
+name = "s{n}"
+uses = "direct"
+inputs = {{ question = "ALPHA {n}" }}
+''' for n in range(4))
+
+
+def _most_at_once(spans: dict[str, dict]) -> int:
+    """The most stage spans open at one moment (from the recorded starts and ends)."""
+    events = sorted([(s["start"], 1) for s in spans.values()]
+                    + [(s["end"], -1) for s in spans.values()])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_stage_threads_draw_from_the_runs_one_budget(tmp_path, provider, sources):
+    # four independent stages, concurrency 2: two stage threads at a time, never four
+    system = system_for(tmp_path, provider)
+    system.config.limits.concurrency = 2
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, WIDE)), system.plugins)
+    assert plan.levels == [["s0", "s1", "s2", "s3"]]
+    result = run_pipeline(plan, system, sources=[sources])
+    assert not result.partial, result.note
+    assert _most_at_once(stored_spans(system, result.run_id)) == 2
+    assert provider.stats()["max_in_flight"] == 2
+
+
+def test_a_shared_budget_is_borrowed_not_multiplied(tmp_path, provider, sources):
+    # an eval's budget: the caller holds one slot, so the pipeline gets that one plus one free
+    from ponder.engine.budget import ConcurrencyBudget
+
+    system = system_for(tmp_path, provider)
+    system.budget = budget = ConcurrencyBudget(2)
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, WIDE)), system.plugins)
+    with budget.slot():
+        result = run_pipeline(plan, system, sources=[sources])
+    assert not result.partial, result.note
+    assert budget.peak == 2 and budget.held == 0
+    assert _most_at_once(stored_spans(system, result.run_id)) == 2
+
+
+def test_check_lists_shape_and_reference_problems_in_one_round(tmp_path, plugins):
+    # a misspelt key in one stage used to hide every other problem until it was fixed
+    from ponder.pipeline.check import check_file
+
+    text = TWO.replace('name = "beta"', 'name = "beta"\nsetings = { fan_in = 2 }') + \
+        """
+[[pipeline.stages]]
+name = "broken"
+uses = 3
+
+[[pipeline.stages]]
+name = "late"
+uses = "predict"
+signature = "a: str, b: str -> answer: str"
+inputs = { a = "${alpha.answr}", b = "${broken.answer}" }
+"""
+    with pytest.raises(PipelineError) as info:
+        check_file(write(tmp_path, text), plugins)
+    lines = str(info.value).splitlines()
+    assert any("stage 'beta': setings: unknown key; did you mean 'settings'?" in x for x in lines)
+    assert any("stage 'broken': uses:" in x for x in lines)
+    assert any("stage 'late': inputs.a: ${alpha.answr}: unknown field 'answr'" in x
+               for x in lines)
+    assert not any("unknown stage 'broken'" in x for x in lines)  # reported once, above
+
+
+def test_a_long_stage_error_is_one_line_in_the_table_and_whole_in_json(tmp_path, provider,
+                                                                        sources):
+    from ponder.pipeline.run import PipelineResult, StageResult, first_line
+
+    error = "AdapterParseError: Failed to parse field files\n  Input should be a list\n..."
+    assert first_line(error) == "AdapterParseError: Failed to parse field files …"
+    assert first_line("x" * 300).endswith("…") and len(first_line("x" * 300)) < 170
+    from ponder.engine.answer import Usage
+
+    result = PipelineResult("p", {"a": StageResult("a", "failed", error=error)}, {}, Usage(),
+                            1.0, "r")
+    assert result.note == "0 of 1 stages complete; a failed (" + first_line(error) + ")"
+    assert result.to_dict()["stages"]["a"]["error"] == error
+
+
+def test_mermaid_marks_only_the_critical_paths_own_edges(tmp_path, provider):
+    # a -> b -> c is the critical path; the direct edge a -> c is not on it
+    text = """
+[[pipeline.stages]]
+name = "a"
+uses = "direct"
+inputs = { question = "q" }
+
+[[pipeline.stages]]
+name = "b"
+uses = "predict"
+inputs = { x = "${a.answer}" }
+
+[[pipeline.stages]]
+name = "c"
+uses = "predict"
+inputs = { x = "${b.answer}", y = "${a.answer}" }
+"""
+    config = str(make_config(tmp_path, provider))
+    shown = run_cli(["--config", config, "pipeline", "show", str(write(tmp_path, text)),
+                     "--format", "mermaid"])
+    assert shown.exit_code == 0, shown.output
+    assert "a ==> b" in shown.stdout and "b ==> c" in shown.stdout
+    assert "a --> c" in shown.stdout
+
+
+def test_the_optimizer_side_with_value_value_and_check(tmp_path, plugins):
+    # what an optimizer's trial does with `pipeline.stages.<name>.<key>`: read the baseline,
+    # set the trial's values, check the result (plugin settings are validated there)
+    pipeline = Pipeline.from_file(write(tmp_path, FAN))
+    key = "pipeline.stages.entrypoints.settings.fan_in"
+    assert pipeline.value(key) is None and pipeline.value(key, 8) == 8
+    tuned = pipeline.with_values({key: 2, "stages.per_file.uses": "map_reduce"})
+    assert tuned.value(key) == 2 and tuned.get("per_file").uses == "map_reduce"
+    assert pipeline.value(key) is None  # immutable: the original is unchanged
+    plan = check_pipeline(tuned, plugins)
+    assert plan.stages["entrypoints"].settings.fan_in == 2
+    with pytest.raises(PipelineError) as info:
+        check_pipeline(pipeline.with_value(key, "four"), plugins)
+    assert str(info.value) == (f"{pipeline.origin}, Pipeline.with_value('{key}'): stage "
+                               "'entrypoints': settings.fan_in: expected int, got 'four'")
+    with pytest.raises(PipelineError) as info:
+        pipeline.with_value("pipeline.stages.entrypoint.settings.fan_in", 2)
+    assert str(info.value).startswith(
+        "Pipeline.with_value('pipeline.stages.entrypoint.settings.fan_in'): unknown stage "
+        "'entrypoint'; did you mean 'entrypoints'?")
+    with pytest.raises(PipelineError) as info:
+        pipeline.with_value("pipeline.stages.entrypoints.setings.fan_in", 2)
+    assert "'setings' is not a stage key that can change; did you mean 'settings'?" in str(
+        info.value)
+    with pytest.raises(PipelineError, match=r"expected pipeline\.stages\.<stage>\.<key>"):
+        pipeline.with_value("pipeline.entrypoints", 2)
+
+
+def test_check_json_keeps_a_signature_error_with_its_caret(tmp_path, provider):
+    text = TWO.replace('"a: str, b: str -> answer: str"', '"a: str, b: str -> answer: strr"')
+    config = str(make_config(tmp_path, provider))
+    checked = run_cli(["--config", config, "pipeline", "check", str(write(tmp_path, text)),
+                       "--json"])
+    assert checked.exit_code == 2
+    errors = json.loads(checked.stdout)["errors"]
+    assert len(errors) == 1 and "unknown type 'strr'" in errors[0]
+    assert errors[0].splitlines()[-1].strip() == "^"  # the caret stays with its error
+
+
+def test_a_deadline_cancels_in_flight_stages_and_says_so(tmp_path, sources):
+    # calls take 2 s: alpha and beta are in flight when the 0.8 s deadline passes
+    with FakeProvider(rules=RULES, latency=2.0) as slow:
+        system = system_for(tmp_path, slow)
+        system.config.limits.timeout = 0.8
+        plan = check_pipeline(Pipeline.from_file(write(tmp_path, TWO)), system.plugins)
+        result = run_pipeline(plan, system, sources=[sources], inputs={"question": "q"})
+    alpha, join = result.stages["alpha"], result.stages["join"]
+    assert alpha.status == "failed" and alpha.error == "cancelled: timeout"
+    assert alpha.start is not None and alpha.end >= alpha.start  # it ran: its time is kept
+    assert alpha.elapsed_s == pytest.approx(alpha.end - alpha.start)
+    assert join.status == "skipped" and join.why_skipped == "stopped by timeout"
+    assert "join skipped (stopped by timeout)" in result.note
+
+
+def test_a_misspelt_input_is_named_before_the_missing_one(tmp_path, provider, sources):
+    config = str(make_config(tmp_path, provider))
+    result = run_cli(["--config", config, "pipeline", "run", str(write(tmp_path, TWO)), sources,
+                      "--input", "questoin=q", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"] == (
+        "--input questoin: the pipeline reads no input 'questoin'; did you mean 'question'? "
+        "(it reads: question)")
+    shown = run_cli(["--config", config, "pipeline", "show", str(write(tmp_path, "[[x]]")),
+                     "--format", "json"])
+    assert shown.exit_code == 2 and json.loads(shown.stdout)["ok"] is False
+
+
+def test_an_optimizer_names_its_trial_in_errors(tmp_path, plugins):
+    pipeline = Pipeline.from_file(write(tmp_path, FAN))
+    key = "pipeline.stages.entrypoints.settings.fan_in"
+    trial = pipeline.with_values({key: "four"}, origin="optimize trial 7")
+    with pytest.raises(PipelineError) as info:
+        check_pipeline(trial, plugins)
+    assert str(info.value) == (f"{pipeline.origin}, optimize trial 7: {key}: stage "
+                               "'entrypoints': settings.fan_in: expected int, got 'four'")
+    with pytest.raises(PipelineError) as info:
+        pipeline.with_values({"pipeline.stages.nope.uses": "direct"}, origin="optimize trial 8")
+    assert str(info.value).startswith("optimize trial 8: pipeline.stages.nope.uses: unknown "
+                                      "stage 'nope'")

@@ -158,3 +158,37 @@ def test_a_kept_context_is_chunked_once(config):
     finally:
         keep_chunks(context, False)
     assert split_context(context, chunk_tokens=200)[0] is not first[0]
+
+
+def test_a_session_keeps_its_retrievers_index_in_memory(config, provider):
+    # retrieve_then_read over bm25: the first question builds the index, the second gets the
+    # same indexed retriever back from memory (neither rebuilt nor loaded from the store)
+    from ponder.support.observability import Tracker
+
+    path, src = config
+    for n in range(6):  # more chunks than top_k, so they are ranked
+        (Path(src) / f"mod{n}.py").write_text("".join(f"def f{n}_{i}():\n    return {i}\n"
+                                                      for i in range(40)))
+    system = (ponder.build()
+              .adapter("openai_compatible", base_url=provider.base_url, model="m",
+                       context_window=32768)
+              .strategy("retrieve_then_read", top_k=2, chunk_tokens=100).retriever("bm25")
+              .cache(enabled=False)
+              .storage("sqlite", path=str(Path(path).parent / "runs.sqlite")).system())
+
+    def index_span(tracker: Tracker) -> dict:
+        return next(s.attributes for s in tracker.spans if s.name == "index")
+
+    with ponder.Session(None, [src], system=system) as session:
+        first, second = Tracker(), Tracker()
+        session.ask("What is MAGIC_PORT?", tracker=first)
+        session.ask("And who reads it?", tracker=second)
+        assert index_span(first)["loaded_from_store"] is False
+        assert "kept_in_memory" not in index_span(first)
+        assert index_span(second)["kept_in_memory"] is True
+    # a new session over the same sources finds the index in the store, not in memory
+    with ponder.Session(None, [src], system=system) as session:
+        tracker = Tracker()
+        session.ask("What is MAGIC_PORT?", tracker=tracker)
+        assert index_span(tracker)["loaded_from_store"] is True
+        assert "kept_in_memory" not in index_span(tracker)

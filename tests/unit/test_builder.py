@@ -58,6 +58,10 @@ def test_to_toml_loads_back_equal(tmp_path):
     path = tmp_path / "out.toml"
     path.write_text(builder().to_toml())
     assert bare(load_config(path, environ={}, user_file=False)) == bare(builder().config())
+    # what a user types: == also compares origins (file vs call); matches() the values alone
+    loaded = load_config(path, environ={}, user_file=False)
+    assert loaded != builder().config() and builder().matches(loaded)
+    assert not builder().strategy("map_reduce", fan_in=5).matches(loaded)
     assert builder().config().origin("strategy.fan_in") == "builder .strategy(fan_in=…)"
 
 

@@ -46,6 +46,16 @@ def test_dspy_signature():
     ("q -> q", 6, "field 'q' is declared twice"),
     ("q -> a: str extra", 13, "expected ',' or the end, got 'extra'"),
     ("q -> a: int[str]", 9, "type 'int' takes no arguments"),
+    # names a dspy.Signature class has already: they used to fail inside DSPy with a TypeError
+    ("q -> fields", 6, "field name 'fields' is taken by DSPy signatures (their own attributes, "
+                       "and pydantic's model_*); call it e.g. 'fields_text'"),
+    ("instructions -> a", 1, "field name 'instructions' is taken by DSPy signatures (their own "
+                             "attributes, and pydantic's model_*); call it e.g. "
+                             "'instructions_text'"),
+    ("q -> model_config", 6, "field name 'model_config' is taken by DSPy signatures (their own "
+                             "attributes, and pydantic's model_*); call it e.g. "
+                             "'model_config_text'"),
+    ("q -> b: tuple[int, ..]", 22, "expected '...' (tuple[T, ...] is a tuple of any length)"),
 ])
 def test_errors_name_the_column(text, column, message):
     with pytest.raises(SignatureError) as info:
@@ -65,3 +75,12 @@ def test_assignable():
     assert not assignable(list[str], str)
     assert assignable(int, float | None) and assignable(list[int], list[float])
     assert item_type(list[str]) is str and item_type(str) is None
+
+
+def test_tuple_of_any_length():
+    # the docs list tuple[...]: `tuple[int, ...]` used to fail with "expected a type, got '.'"
+    signature = parse_signature("q -> scores: tuple[int, ...], pair: tuple[int, str]")
+    scores, pair = signature.outputs
+    assert scores.annotation == tuple[int, ...] and scores.type == "tuple[int, ...]"
+    assert pair.annotation == tuple[int, str]
+    assert list(signature.to_dspy().output_fields) == ["scores", "pair"]

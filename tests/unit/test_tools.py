@@ -123,13 +123,13 @@ def test_a_runaway_regex_stops_at_the_time_budget(monkeypatch) -> None:
 def test_read_lines_numbers_lines_like_chunks(bound) -> None:
     out = bound["read_lines"]("config/settings.py", 2, 3)
     assert out == ("=== config/settings.py (lines 2-3) ===\n"
-                   "   2| DEBUG = False\n"
-                   "   3| MAGIC_PORT = 48213")
+                   "2| DEBUG = False\n"
+                   "3| MAGIC_PORT = 48213")
     # start/end are clamped to the file; ./ prefixes are accepted
     assert bound["read_lines"]("./config/settings.py", -5, 99).startswith(
         "=== config/settings.py (lines 1-3) ===")
     diff = bound["read_lines"]("patch.diff")
-    assert diff.startswith("=== patch.diff (lines 10-12) ===") and "  12| +new" in diff
+    assert diff.startswith("=== patch.diff (lines 10-12) ===") and "\n12| +new" in diff
 
 
 def test_read_lines_past_the_end_and_unknown_paths_explain(bound) -> None:
