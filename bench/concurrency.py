@@ -39,11 +39,11 @@ PROMPT = "Say whether this line sets a port:  12| RETRY_LIMIT = 3"
 
 
 def _run_batch(base_url: str, n: int, concurrency: int, max_retries: int = 3) -> dict[str, Any]:
+    from ponder.engine.services import Services
     from ponder.plugins._signatures import extract_signature
     from ponder.plugins.predict import PredictPredictor
     from ponder.support.results import ChunkResult
     from ponder.support.retry import RetryPolicy
-    from ponder.engine.services import Services
 
     adapter = openai_adapter(base_url, window=8192, timeout_s=30.0)
     services = Services(lm=adapter.build_lm(), model_info=adapter.model_info(),

@@ -107,8 +107,8 @@ def critical_path(spans: list[Any], concurrency: int) -> tuple[int, int]:
 
 # --- one run -----------------------------------------------------------------------------------
 def _system(plugins: Any, base_url: str, strategy: str, window: int, concurrency: int) -> Any:
-    from ponder.kernel.config import CacheConfig, Component, Config, LimitsConfig
     from ponder.engine.system import System
+    from ponder.kernel.config import CacheConfig, Component, Config, LimitsConfig
 
     config = Config(
         limits=LimitsConfig(concurrency=concurrency),
@@ -171,8 +171,8 @@ def measure(*, quick: bool = False, full: bool = False, window: int = 131_072,
             concurrency: int = 16, strategies: tuple[str, ...] = STRATEGIES) -> dict[str, Any]:
     import corpus
 
-    from ponder.kernel.loader import load_plugins
     from ponder.context.sources import load_sources
+    from ponder.kernel.loader import load_plugins
 
     quiet_logs()
     sizes = [100_000] if quick else [100_000, 1 * MB, 10 * MB]

@@ -15,7 +15,9 @@ does), response cache off. Two shapes:
   at which C slots can serve the calls.
 
 A last row repeats ``direct`` at the highest C with the in-memory store, to show what the
-SQLite records (each write committed and synced) cost. Per row: wall time, examples/s, the
+SQLite records (each write committed and synced) cost. The rows at the highest C run
+``REPEATS`` times and report the median run (every run's rate beside it): on a shared machine
+a run of a second or two swings with the load. Per row: wall time, examples/s, the
 ideal, efficiency (measured / ideal), the most requests the provider saw in flight (must never
 exceed C: the budget binds), requests, and this process's CPU seconds. Every example must score
 1 (the needle is in every folder): a row that does not is reported, not hidden.
@@ -84,6 +86,10 @@ def run_one(base_url: str, store: Path, dataset: Path, strategy: str, concurrenc
     cpu = cpu_seconds() - cpu0
     evaluator.close()
     stats = provider.stats()
+    if not result.usage["calls"]:  # nothing was asked: say why instead of a bogus row
+        raise RuntimeError(f"eval bench: no call was made ({result.failed} failed, "
+                           f"{len(result.not_run)} not run): "
+                           f"{result.failures[0].failure if result.failures else '?'}")
     calls_per_example = result.usage["calls"] / max(1, len(result.per_example))
     ideal = concurrency / (calls_per_example * LATENCY)
     rate = len(result.per_example) / wall
@@ -95,6 +101,22 @@ def run_one(base_url: str, store: Path, dataset: Path, strategy: str, concurrenc
             "requests": stats["requests"], "max_in_flight": stats["max_in_flight"],
             "budget_peak": evaluator.budget.peak, "cpu_s": round(cpu, 2),
             "cpu_ms_per_call": round(1000 * cpu / max(1, stats["requests"]), 2)}
+
+
+#: runs of each row at the highest C, the median reported: on a shared machine one run of a
+#: second or two swings by a third with what else is running
+REPEATS = 3
+
+
+def best_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate, with every run's rate beside it."""
+    ordered = sorted(runs, key=lambda r: r["examples_per_s"])
+    row = dict(ordered[len(ordered) // 2])
+    row["examples_per_s_runs"] = [r["examples_per_s"] for r in runs]
+    row["max_in_flight"] = max(r["max_in_flight"] for r in runs)  # the budget binds in all
+    row["failed"] = sum(r["failed"] for r in runs)
+    row["score"] = min(r["score"] for r in runs)
+    return row
 
 
 def measure(quick: bool = False, full: bool = False) -> dict[str, Any]:
@@ -115,22 +137,26 @@ def measure(quick: bool = False, full: bool = False) -> dict[str, Any]:
             for concurrency in levels:
                 if strategy == "map_reduce" and concurrency == 1 and not full:
                     continue
-                rows.append(run_one(provider.base_url, root / "runs.sqlite", dataset, strategy,
-                                    concurrency, provider))
+                repeats = REPEATS if concurrency == max(levels) else 1
+                rows.append(best_of([run_one(provider.base_url, root / "runs.sqlite", dataset,
+                                             strategy, concurrency, provider)
+                                     for _ in range(repeats)]))
         # the same at C=16 with the in-memory store: what recording every run and example in
         # SQLite (each write committed and synced) costs
-        rows.append(run_one(provider.base_url, root / "runs.sqlite", shapes["direct"], "direct",
-                            max(levels), provider, storage="memory"))
+        rows.append(best_of([run_one(provider.base_url, root / "runs.sqlite", shapes["direct"],
+                                     "direct", max(levels), provider, storage="memory")
+                             for _ in range(REPEATS)]))
     return {"latency_s": LATENCY, "examples_direct": n, "rows": rows}
 
 
 def render(doc: dict[str, Any]) -> str:
-    headers = ["strategy", "C", "store", "examples", "calls/ex", "wall s", "ex/s", "ideal ex/s",
-               "efficiency", "max in flight", "score", "failed", "CPU ms/call"]
+    headers = ["strategy", "C", "store", "examples", "calls/ex", "wall s", "ex/s", "(runs)",
+               "ideal ex/s", "efficiency", "max in flight", "score", "failed", "CPU ms/call"]
     rows = [[r["strategy"], r["concurrency"], r["store"], r["examples"], r["calls_per_example"],
-             r["wall_s"],
-             r["examples_per_s"], r["ideal_examples_per_s"], r["efficiency"], r["max_in_flight"],
-             r["score"], r["failed"], r["cpu_ms_per_call"]] for r in doc["rows"]]
+             r["wall_s"], r["examples_per_s"],
+             "/".join(f"{x:g}" for x in r.get("examples_per_s_runs", [r["examples_per_s"]])),
+             r["ideal_examples_per_s"], r["efficiency"], r["max_in_flight"], r["score"],
+             r["failed"], r["cpu_ms_per_call"]] for r in doc["rows"]]
     return table(headers, rows, title=f"eval throughput (provider latency {doc['latency_s']} s)")
 
 

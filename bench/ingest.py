@@ -1,5 +1,6 @@
 """Ingest: walk + read (``ponder.context.sources.load_sources``) and chunking
-(``ponder.context.chunking.chunk_context``) of a generated codebase, timed separately, with peak RSS.
+(``ponder.context.chunking.chunk_context``) of a generated codebase, timed separately, with peak
+RSS.
 
     .venv/bin/python bench/run.py --only ingest [--quick | --full]
 

@@ -62,9 +62,9 @@ def make_chunks(n: int, chunk_tokens: int = 600) -> tuple[Any, list[Any]]:
 
 
 def _services(lm: Any, model_info: Any, concurrency: int = 1) -> Any:
+    from ponder.engine.services import Services
     from ponder.plugins import map_reduce, predict
     from ponder.plugins.predict import PredictPredictor
-    from ponder.engine.services import Services
     from ponder.testing import plugin_set
 
     return Services(lm=lm, model_info=model_info, predictor=PredictPredictor(),

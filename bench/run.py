@@ -13,7 +13,9 @@ Benchmarks (see docs/performance.md and each module's docstring):
 - ``concurrency``: Services.map at C in {1, 4, 16, 64} against a 200 ms fake provider:
   efficiency, max in flight, CPU, retries, and a 20 % fault row;
 - ``ingest``: load + chunk of 1/10/50 MB generated codebases, fresh process each, peak RSS;
-- ``coverage``: six needle families x six strategies x 100 KB/1 MB/10 MB, oracle provider.
+- ``coverage``: six needle families x six strategies x 100 KB/1 MB/10 MB, oracle provider;
+- ``eval``: ``ponder eval`` throughput (examples/s at C in {1, 4, 16} vs the ideal, one budget).
+- ``executors``: LM calls/s and CPU per call, ``threads`` vs ``ray`` (a local 2-CPU cluster).
 
 Everything is offline: the fake provider binds 127.0.0.1 in its own process and exits on its
 own; ponder's user directories point at a temporary directory for the whole run. These machines
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 from _common import RESULTS_DIR, isolated_ponder_dirs, write_result
 
-BENCHMARKS = ("startup", "overhead", "concurrency", "ingest", "coverage")
+BENCHMARKS = ("startup", "overhead", "concurrency", "ingest", "coverage", "eval", "executors")
 
 
 def run_startup(args: argparse.Namespace) -> tuple[dict, str]:

@@ -62,6 +62,14 @@ _LAZY: dict[str, str] = {
     # running
     "System": "ponder.engine.system",
     "Answer": "ponder.engine.answer",
+    # the Python API: builder, one-liner, pipelines, sessions
+    "build": "ponder.builder",
+    "Builder": "ponder.builder",
+    "ask": "ponder.builder",
+    "Pipeline": "ponder.pipeline.model",
+    "Session": "ponder.sessions.session",
+    # evaluation: the subpackage itself, which is callable (ponder.evaluate(system, dataset))
+    "evaluate": "ponder.evaluate",
 }
 
 __all__ = ["PLUGIN_API_VERSION", "__version__", "hookimpl", "hookspec", *sorted(_LAZY)]
@@ -71,7 +79,9 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'ponder' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = importlib.import_module(module)
+    if module != f"{__name__}.{name}":  # a subpackage's name is the (callable) module itself
+        value = getattr(value, name)
     globals()[name] = value  # cache: the next access is a plain attribute lookup
     return value
 

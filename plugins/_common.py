@@ -5,7 +5,8 @@ Nothing here imports dspy at module level, so a strategy plugin that imports thi
 **Prompt budget.** A prompt is the signature's fixed text (instructions, field descriptions, the
 adapter's structure: :func:`prompt_overhead`, measured once per signature) plus the inputs. The
 room for inputs is ``context_window - max_output_tokens - overhead``; every strategy sizes what it
-sends so the estimated prompt (``ceil(chars / 4)``, see :mod:`ponder.context.chunking`) stays inside it.
+sends so the estimated prompt (``ceil(chars / 4)``, see :mod:`ponder.context.chunking`) stays
+inside it.
 
 **Reduce tree** (:func:`reduce_answers`). ``m`` partial answers are combined in groups of at most
 ``fan_in`` (k) per call, level after level, until one answer is left; a single partial still goes
@@ -43,8 +44,8 @@ PROMPT_MARGIN = 48
 #: The smallest room for inputs a strategy accepts before it reports the window as too small.
 MIN_ROOM = 32
 
-#: Limits that stop a run (``ponder.engine.services.LimitReached.limit``); a chunk failing with one of
-#: these was not read because the run stopped, not because the chunk was bad.
+#: Limits that stop a run (``ponder.engine.services.LimitReached.limit``); a chunk failing with one
+#: of these was not read because the run stopped, not because the chunk was bad.
 LIMIT_KINDS = frozenset({"max_cost", "max_tokens", "timeout", "interrupted", "cancelled"})
 
 #: How a first-party strategy's draft begins when no chunk had anything relevant (so a strategy
@@ -262,8 +263,8 @@ def reduce_answers(services: Any, question: str, partials: Sequence[str], *, fan
     A failed combine call passes its inputs up unchanged, so nothing found is lost; when a limit
     stops the run, the findings reached so far are returned joined, marked ``stopped``.
     """
-    from ponder.support.observability import SpanType
     from ponder.plugins._signatures import combine_signature
+    from ponder.support.observability import SpanType
 
     if not partials:
         raise ValueError("reduce_answers needs at least one partial answer")
@@ -327,7 +328,85 @@ def nothing_read(total: int, failures: Sequence[Any], services: Any) -> str:
         return f"No answer: the run stopped ({reason}) before any of the {total} chunks was read."
     if not failures:
         return "No answer: the context holds no text to read."
-    return f"No answer: none of the {total} chunks could be read ({failures[0].error})."
+    from ponder.engine.failures import clip_error
+
+    return f"No answer: none of the {total} chunks could be read ({clip_error(failures[0].error)})."
+
+
+# --- what was read, and what the answer stands on ---------------------------------------------
+#: words of a finding that can locate its line: identifiers, numbers, quoted values (4+ chars,
+#: or 2+ digits), checked against the lines the finding's chunk showed
+_LOCATING = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{3,}|\d{2,}")
+_COMMON_WORDS = frozenset({
+    "this", "that", "with", "from", "have", "been", "were", "which", "what", "when", "where",
+    "there", "their", "they", "them", "these", "those", "into", "only", "also", "does", "each",
+    "other", "than", "then", "such", "more", "most", "some", "very", "about", "would", "could",
+    "should", "file", "line", "lines", "chunk", "chunks", "text", "found", "value", "values",
+    "defined", "define", "function", "return", "returns", "none", "relevant", "information",
+    "answer", "question", "code",
+})
+
+
+def read_spans(chunks: Sequence[Any]) -> list[tuple[str, int, int]]:
+    """The ``(path, first, last)`` line spans the model was shown in ``chunks``
+    (:attr:`ponder.engine.answer.Draft.read`)."""
+    return [(piece.path, piece.start_line, piece.end_line)
+            for chunk in chunks for piece in chunk.pieces]
+
+
+def document_spans(documents: Sequence[Any]) -> list[tuple[str, int, int]]:
+    """The spans of ``documents`` whole (a strategy that shows the model everything)."""
+    pieces = [piece for piece in map(_document_piece, documents) if piece is not None]
+    return [(piece.path, piece.start_line, piece.end_line) for piece in pieces]
+
+
+def _pieces_of(items: Sequence[Any]) -> list[Piece]:
+    pieces: list[Piece] = []
+    for item in items:
+        if isinstance(item, Piece):
+            pieces.append(item)
+        elif hasattr(item, "pieces"):
+            pieces.extend(item.pieces)
+        else:  # a document
+            piece = _document_piece(item)
+            if piece is not None:
+                pieces.append(piece)
+    return pieces
+
+
+def evidence_lines(finding: str, items: Sequence[Any], *, limit: int = 3) -> list[Any]:
+    """Where ``finding`` came from among the lines of ``items`` (chunks, pieces or documents):
+    the lines holding most of its locating words (identifiers, numbers), at most ``limit``; else
+    the first non-blank line of each item's first piece. ``Citation`` objects, for
+    :attr:`ponder.engine.answer.Draft.evidence`."""
+    from ponder.engine.answer import Citation
+
+    pieces = _pieces_of(items)
+    words = {w.strip(".") for w in _LOCATING.findall(finding or "")}
+    words = {w for w in words if w and w.lower() not in _COMMON_WORDS}
+    scored: list[tuple[int, int, str, int]] = []
+    if words:
+        for order, piece in enumerate(pieces):
+            if piece.partial:
+                continue
+            for offset, line in enumerate(piece.text.split("\n")):
+                hits = sum(1 for word in words if word in line)
+                if hits:
+                    scored.append((-hits, order * 1_000_000 + offset, piece.path,
+                                   piece.start_line + offset))
+    if scored:
+        best = min(score for score, *_ in scored)
+        # a line needs the best score, and two words unless the finding has only one
+        if -best >= min(2, len(words)):
+            top = sorted(item for item in scored if item[0] == best)[:limit]
+            return [Citation(path, line) for _, _, path, line in top]
+    found = []
+    for piece in pieces[:limit]:
+        for offset, line in enumerate(piece.text.split("\n")):
+            if line.strip():
+                found.append(Citation(piece.path, piece.start_line + offset))
+                break
+    return found
 
 
 # --- sub-strategies ---------------------------------------------------------------------------

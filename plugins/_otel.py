@@ -13,7 +13,7 @@ from typing import Any
 
 from ponder.errors import ConfigError
 
-INSTALL_HINT = "pip install 'ponder[telemetry]'"
+INSTALL_HINT = "pip install -e '.[telemetry]'"
 
 
 def require_sdk(exporter: str) -> None:

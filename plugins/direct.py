@@ -40,9 +40,15 @@ class DirectStrategy:
     def run(self, question: str, context: Any, services: Any) -> Any:
         from ponder.engine.answer import Draft
         from ponder.errors import PonderError
-        from ponder.support.observability import SpanType
-        from ponder.plugins._common import prompt_room, render_documents, rendered_tokens
+        from ponder.plugins._common import (
+            document_spans,
+            evidence_lines,
+            prompt_room,
+            render_documents,
+            rendered_tokens,
+        )
         from ponder.plugins._signatures import answer_signature
+        from ponder.support.observability import SpanType
 
         signature = answer_signature()
         room = prompt_room(services, signature, question)
@@ -58,12 +64,16 @@ class DirectStrategy:
         with services.tracker.span("direct", SpanType.STRATEGY, context_tokens=tokens):
             prediction = services.predict(signature, role="answer", question=question,
                                           context=render_documents(context.documents))
+        text = str(prediction.answer or "").strip()
         return Draft(
-            text=str(prediction.answer or "").strip(),
+            text=text,
             chunks_total=1,
             chunks_read=1,
             strategy=self.name,
             largest_prompt_tokens=services.largest_prompt_tokens,
+            read=document_spans(context.documents),
+            # the model read everything: its evidence is the lines holding what it answered
+            evidence=evidence_lines(text, context.documents) if text else [],
         )
 
 

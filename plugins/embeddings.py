@@ -71,7 +71,7 @@ LOCAL_PASSAGE_CHARS = 800
 #: sent as the bearer key to an ``api_base`` when no key is configured
 NO_KEY = "sk-no-key"
 
-INSTALL_HINT = "pip install 'ponder[embeddings]' -c constraints.txt"
+INSTALL_HINT = "pip install -e '.[embeddings]' -c constraints.txt"
 
 _FORMAT = "ponder-embeddings"
 _FORMAT_VERSION = 1

@@ -27,7 +27,7 @@ Config::
     # num_workers = 4             # actors (default: the cluster's CPUs, at most the concurrency)
     # threads_per_worker = 2      # items at once per actor (default: concurrency / workers)
 
-Ray is an optional extra: ``pip install -e '.[ray]'`` (``pip install 'ponder[ray]'``).
+Ray is an optional extra: ``pip install -e '.[ray]'`` (``pip install -e '.[ray]'``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ PONDER_PLUGIN_API = 1
 log = logging.getLogger("ponder.run")
 
 INSTALL_HINT = ("the ray executor needs Ray, an optional extra; install it with "
-                "pip install -e '.[ray]' (or pip install 'ponder[ray]')")
+                "pip install -e '.[ray]'")
 
 _optional_positive = attrs.validators.optional(attrs.validators.ge(1))
 
@@ -82,6 +82,41 @@ def import_ray() -> Any:
     except ImportError as exc:
         raise ConfigError(INSTALL_HINT) from exc
     return ray
+
+
+#: the logger and opening words of Ray's notice that a new local cluster uses token auth
+_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+_TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+
+class _DropTokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_TOKEN_NOTICE)
+
+
+@contextlib.contextmanager
+def _quiet_token_auth_notice() -> Iterator[None]:
+    """Start a local cluster without Ray's stderr notice about token authentication.
+
+    Ray 2.5x turns token authentication on for every cluster ``ray.init()`` starts, unless
+    ``RAY_AUTH_MODE`` says otherwise, and warns that it did on every run. For the private
+    cluster ponder starts and stops itself that is the safe choice and nothing to act on, so
+    ponder says it once at ``-v`` in its own words; a user who set ``RAY_AUTH_MODE`` gets
+    Ray's behaviour unchanged (Ray says nothing then).
+    """
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        yield
+        return
+    notice = _DropTokenNotice()
+    logger = logging.getLogger(_TOKEN_LOGGER)
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
+    log.info("ray: the local cluster ponder started accepts only clients holding its token "
+             "(Ray's token authentication, token in ~/.ray/auth_token); nothing to do, set "
+             "RAY_AUTH_MODE to choose otherwise")
 
 
 # --- the actors ---------------------------------------------------------------------------------
@@ -215,7 +250,8 @@ class RayExecutor:
             if self.settings.address:
                 ray.init(address=self.settings.address, **options)
             else:
-                ray.init(num_cpus=self.settings.num_cpus, **options)
+                with _quiet_token_auth_notice():
+                    ray.init(num_cpus=self.settings.num_cpus, **options)
             self._started_ray = True
         return ray
 

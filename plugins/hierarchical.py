@@ -146,11 +146,13 @@ class HierarchicalStrategy:
         return self.settings.section_chunks * resolve_chunk_tokens(services, None, room)
 
     def run(self, question: str, context: Any, services: Any) -> Any:
+        from ponder.context.sources import Context
         from ponder.engine.answer import Draft
+        from ponder.engine.services import LimitReached
         from ponder.errors import PonderError
-        from ponder.support.observability import SpanType
         from ponder.plugins._common import (
             NOTHING_FOUND,
+            document_spans,
             format_finding,
             log,
             make_strategy,
@@ -159,9 +161,8 @@ class HierarchicalStrategy:
             says_nothing,
             stopped_note,
         )
+        from ponder.support.observability import SpanType
         from ponder.support.results import FailedChunk
-        from ponder.engine.services import LimitReached
-        from ponder.context.sources import Context
 
         settings = self.settings
         sub = make_strategy(services, settings.sub_strategy, settings.sub_settings,
@@ -171,6 +172,8 @@ class HierarchicalStrategy:
         problems: list[str] = []
         findings: list[tuple[Section, str]] = []
         total = read = 0
+        read_spans: list[tuple[str, int, int]] = []
+        evidence: list[Any] = []
         with services.tracker.span("hierarchical", SpanType.STRATEGY, sections=len(sections)):
             for section in sections:
                 part = Context(documents=list(section.documents), sources=context.sources)
@@ -190,8 +193,13 @@ class HierarchicalStrategy:
                 total += draft.chunks_total
                 read += draft.chunks_read
                 problems += [f"section {section.name}: {p}" for p in draft.problems]
+                # a sub-strategy that does not say what it read: the section was shown whole
+                read_spans += (draft.read if draft.read is not None
+                               else document_spans(section.documents)) if draft.chunks_read \
+                    else []
                 if not says_nothing(draft.text):
                     findings.append((section, draft.text))
+                    evidence += draft.evidence
 
             if not findings:
                 text = (f"{NOTHING_FOUND}: none of the {len(sections)} sections "
@@ -215,6 +223,8 @@ class HierarchicalStrategy:
             chunks_read=read,
             strategy=self.name,
             largest_prompt_tokens=services.largest_prompt_tokens,
+            read=read_spans,
+            evidence=evidence,
         )
 
 

@@ -66,20 +66,22 @@ class IterativeStrategy:
         return chunk_tokens, notes_tokens
 
     def run(self, question: str, context: Any, services: Any) -> Any:
-        from ponder.engine.answer import Draft
         from ponder.context.chunking import chunk_context
-        from ponder.support.observability import SpanType
+        from ponder.engine.answer import Draft
+        from ponder.engine.services import LimitReached
         from ponder.plugins._common import (
             NOTHING_FOUND,
+            evidence_lines,
             nothing_read,
             prompt_room,
+            read_spans,
             run_sequential,
             stop_reason,
             truncate_tokens,
         )
         from ponder.plugins._signatures import NOT_FOUND, combine_signature, refine_signature
+        from ponder.support.observability import SpanType
         from ponder.support.results import FailedChunk
-        from ponder.engine.services import LimitReached
 
         chunk_tokens, notes_tokens = self.budgets(question, services)
         overlap = min(self.settings.overlap_tokens, chunk_tokens // 2)
@@ -88,6 +90,9 @@ class IterativeStrategy:
         notes = NOT_FOUND
         failures: list[FailedChunk] = []
         read = 0
+        read_chunks: list[Any] = []
+        #: (chunk, the notes it produced) for each chunk that added something to the notes
+        contributed: list[tuple[Any, str]] = []
 
         def step(index: int, chunk: Any) -> bool:
             nonlocal notes, read
@@ -107,9 +112,12 @@ class IterativeStrategy:
                 failures.append(FailedChunk.from_exception(index, exc))
                 return False
             updated = str(prediction.updated_notes or "").strip()
+            if updated and updated != notes and not says_nothing(updated):
+                contributed.append((chunk, updated))
             if updated:
                 notes = updated
             read += 1
+            read_chunks.append(chunk)
             return True
 
         with services.tracker.span("iterative", SpanType.STRATEGY, chunks=len(chunks)):
@@ -139,6 +147,9 @@ class IterativeStrategy:
             chunks_read=read,
             strategy=self.name,
             largest_prompt_tokens=services.largest_prompt_tokens,
+            read=read_spans(read_chunks),
+            evidence=[citation for chunk, added in contributed
+                      for citation in evidence_lines(added, [chunk], limit=2)],
         )
 
     @staticmethod

@@ -17,9 +17,9 @@ This module also holds the helpers the ``gemini`` and ``openai_compatible`` adap
 on: :func:`build_litellm_lm` (the one place a litellm-backed ``dspy.LM`` is constructed) and
 :func:`litellm_model_info` (window and prices from litellm's bundled model map).
 
-Retries: ponder wraps every LM call in its own retry policy (:mod:`ponder.support.retry`), so the LM is
-built with ``num_retries=0`` and litellm's own retries off: one retry layer only. DSPy's response
-cache is off too (ponder has its own caching and a cached reply would hide a failure).
+Retries: ponder wraps every LM call in its own retry policy (:mod:`ponder.support.retry`), so the
+LM is built with ``num_retries=0`` and litellm's own retries off: one retry layer only. DSPy's
+response cache is off too (ponder has its own caching and a cached reply would hide a failure).
 
 Importing this module is cheap: dspy and litellm are imported inside the functions that use them.
 """

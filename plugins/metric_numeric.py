@@ -3,8 +3,10 @@
 Numbers are read from the answer after removing ``path:line`` citations (a line number is not an
 answer); ``1,200``, ``-3.5`` and ``2e3`` are numbers. A number matches a gold one when
 ``|x - gold| <= max(abs_tol, rel_tol * |gold|)``. ``pick`` chooses which numbers of the answer
-count: ``any`` (default), ``first`` or ``last``. A gold answer that is not a number is a
-metric error on that example, shown as its feedback. Binary: 1 or 0.
+count: ``any`` (default), ``first`` or ``last``. Gold answers that are not one number are
+ignored; an example with none that is does not get this metric at all (value None, left out of
+its mean, like ``citations`` without evidence), so ``--metric contains --metric numeric`` works
+on a dataset that mixes numeric and other questions. Binary: 1 or 0.
 
 Config example::
 
@@ -54,9 +56,14 @@ class Numeric(BaseMetric):
         golds = []
         for gold in gold_answers(example):
             found = numbers_in(gold)
-            if len(found) != 1:
-                raise ValueError(f"numeric: the gold answer {gold!r} is not one number")
-            golds.append(found[0])
+            if len(found) == 1:
+                golds.append(found[0])
+        if not golds:
+            # a question whose answer is not a number: the metric does not apply, as
+            # citations does not to an example without evidence (left out of the mean; the
+            # example still counts for the other metrics rather than failing)
+            return Score(None, feedback=f"not applicable: no gold answer is one number "
+                                        f"({gold_answers(example)[:3]!r})")
         found = numbers_in(answer_text(prediction))
         if self.settings.pick == "first":
             found = found[:1]

@@ -22,7 +22,7 @@ step. The study records the calls each pruned trial saved.
 its point enqueued again, so the resumed run evaluates it first, and the evaluation cache makes
 that free for every example it had finished.
 
-Needs the ``optimize`` extra (``pip install 'ponder[optimize]'``).
+Needs the ``optimize`` extra (``pip install -e '.[optimize]'``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ponder.errors import ConfigError
 
 PONDER_PLUGIN_API = 1
 
-INSTALL = "the tpe optimizer needs Optuna: pip install 'ponder[optimize]'"
+INSTALL = "the tpe optimizer needs Optuna: pip install -e '.[optimize]'"
 #: points in a row that break a constraint before the search gives up
 MAX_REJECTED = 200
 

@@ -1,10 +1,10 @@
 """The ``retrieve_then_read`` strategy: rank the chunks with the retriever, read only the best.
 
-**Retrieve.** The context is cut into chunks (:func:`ponder.context.chunking.chunk_context`), smaller
-than ``map_reduce``'s by default (at most :data:`DEFAULT_CHUNK_TOKENS`, since a retriever ranks
-small chunks more sharply), and indexed with the run's retriever through
-:meth:`ponder.engine.services.Services.index`, which loads a stored index when the same sources were
-indexed before with the same retriever settings. ``retriever.search(question, top_k)`` then
+**Retrieve.** The context is cut into chunks (:func:`ponder.context.chunking.chunk_context`),
+smaller than ``map_reduce``'s by default (at most :data:`DEFAULT_CHUNK_TOKENS`, since a retriever
+ranks small chunks more sharply), and indexed with the run's retriever through
+:meth:`ponder.engine.services.Services.index`, which loads a stored index when the same sources
+were indexed before with the same retriever settings. ``retriever.search(question, top_k)`` then
 ranks them; hits below ``min_score`` (when set) are dropped.
 
 **Read.** The hits are packed, best first, into as few ``answer`` calls (``role="read"``) as fit
@@ -124,16 +124,19 @@ class RetrieveThenReadStrategy:
     def run(self, question: str, context: Any, services: Any) -> Any:
         from ponder.engine.answer import Draft
         from ponder.errors import ConfigError
-        from ponder.support.observability import SpanType
         from ponder.plugins._common import (
             NOTHING_FOUND,
+            evidence_lines,
             format_finding,
             plan_groups,
+            read_spans,
             reduce_answers,
+            says_nothing,
             stop_reason,
             stopped_note,
         )
         from ponder.plugins._signatures import answer_signature
+        from ponder.support.observability import SpanType
         from ponder.support.results import ChunkResult
 
         if getattr(services, "retriever", None) is None:
@@ -145,10 +148,14 @@ class RetrieveThenReadStrategy:
             selected = self.retrieve(question, chunks, services) if chunks else []
             span.attributes.update(chunks=total, selected=len(selected))
 
+            shown: list[Any] = []  # the chunks of the read calls that answered
+            evidence: list[Any] = []
+
             def draft(text: str, read: int = 0, failures: list[Any] | None = None) -> Draft:
                 return Draft(text=text, failures=failures or [], chunks_total=total,
                              chunks_read=read, strategy=self.name,
-                             largest_prompt_tokens=services.largest_prompt_tokens)
+                             largest_prompt_tokens=services.largest_prompt_tokens,
+                             read=read_spans(shown), evidence=evidence)
 
             if not chunks:
                 return draft("No answer: the context holds no text to read.")
@@ -173,6 +180,10 @@ class RetrieveThenReadStrategy:
             failures = [attrs.evolve(f, index=chunk.index)
                         for f in batch.failed for chunk in groups[f.index]]
             read = sum(len(groups[r.index]) for r in batch.results)
+            for r in batch.results:
+                shown.extend(groups[r.index])
+                if not says_nothing(r.relevant_info):
+                    evidence.extend(evidence_lines(r.relevant_info, groups[r.index], limit=2))
             span.attributes.update(read_calls=len(groups), read=read, failed=len(failures))
 
             if not batch.results:

@@ -310,20 +310,28 @@ def _is_limit(exc: BaseException) -> bool:
 
 
 class _RootMeter:
-    """Adds the root model's usage (tracked by dspy) to the run's, and checks the limits."""
+    """Adds the root model's usage (tracked by dspy) to the run's, and checks the limits.
+
+    The meter owns the usage tracker the root calls are recorded in (set in the ``dspy.context``
+    around ``dspy.RLM``), rather than reading whichever tracker is current: dspy's own one only
+    lives while the module runs, so the last root call (and one that raised) was never counted.
+    """
 
     def __init__(self, services: Any) -> None:
+        from dspy.utils.usage_tracker import UsageTracker
+
         self.services = services
+        self.tracker = UsageTracker()
         self.calls = self.input_tokens = self.output_tokens = 0
         #: the largest root prompt so far, in tokens the provider reported
         self.largest_prompt = 0
 
-    def __call__(self) -> None:
-        import dspy
-
-        tracker = dspy.settings.usage_tracker
+    def __call__(self, *, check: bool = True) -> None:
+        tracker = self.tracker
         if tracker is not None:
-            entries = [e for per_lm in tracker.usage_data.values() for e in per_lm]
+            # an entry without tokens (an empty reply) is no request served, as in predict
+            entries = [e for per_lm in tracker.usage_data.values() for e in per_lm
+                       if int(e.get("prompt_tokens") or 0) or int(e.get("completion_tokens") or 0)]
             calls = len(entries)
             inp = sum(int(e.get("prompt_tokens") or 0) for e in entries)
             out = sum(int(e.get("completion_tokens") or 0) for e in entries)
@@ -334,7 +342,8 @@ class _RootMeter:
             if d_calls or d_in or d_out:
                 self.calls, self.input_tokens, self.output_tokens = calls, inp, out
                 self.services.charge(calls=d_calls, input_tokens=d_in, output_tokens=d_out)
-        self.services.check_limits()
+        if check:
+            self.services.check_limits()
 
 
 class RLMStrategy:
@@ -352,11 +361,11 @@ class RLMStrategy:
         from dspy.primitives.code_interpreter import CodeInterpreterError
 
         from ponder.engine.answer import Draft
+        from ponder.engine.services import LimitReached
         from ponder.errors import PonderError
-        from ponder.support.observability import SpanType
         from ponder.plugins._common import render_documents
         from ponder.plugins._signatures import rlm_signature
-        from ponder.engine.services import LimitReached
+        from ponder.support.observability import SpanType
 
         settings = self.settings
         self.refused = []
@@ -375,9 +384,13 @@ class RLMStrategy:
                                    sandbox="local (unsafe)" if settings.unsafe_local_exec
                                    else "monty") as span:
             try:
-                with dspy.context(lm=services.lm, track_usage=True):
-                    prediction = module(context=rendered, question=question)
-                    meter()
+                try:
+                    with dspy.context(lm=services.lm, track_usage=True,
+                                      usage_tracker=meter.tracker):
+                        prediction = module(context=rendered, question=question)
+                finally:
+                    meter(check=False)  # every root request, whatever ended the run
+                services.check_limits()
                 text = str(prediction.answer or "").strip()
                 span.attributes.update(iterations=len(prediction.trajectory or []))
             except LimitReached as exc:
@@ -391,10 +404,17 @@ class RLMStrategy:
         problems = [f"the code sandbox refused {what}" for what in dict.fromkeys(self.refused)]
         problems += [f"a code snippet hit the sandbox's {what}"
                      for what in dict.fromkeys(self.limits_hit)]
-        return Draft(text=text, chunks_total=1, chunks_read=1 if services.stopped_by is None
-                     else 0, strategy=self.name, problems=problems,
+        from ponder.plugins._common import document_spans, evidence_lines
+
+        submitted = services.stopped_by is None
+        return Draft(text=text, chunks_total=1, chunks_read=1 if submitted else 0,
+                     strategy=self.name, problems=problems,
                      largest_prompt_tokens=max(services.largest_prompt_tokens,
-                                               meter.largest_prompt))
+                                               meter.largest_prompt),
+                     # the code could read any line of `context`; the answer stands on the
+                     # lines that hold what it says
+                     read=document_spans(context.documents),
+                     evidence=evidence_lines(text, context.documents) if submitted else [])
 
     # --- pieces ------------------------------------------------------------------------------
     def _output_chars(self, services: Any) -> int:
@@ -407,11 +427,11 @@ class RLMStrategy:
 
     def _tools(self, services: Any) -> dict[str, Callable[..., Any]]:
         """``llm_query``/``llm_query_batched`` that go through ``services.predict``."""
+        from ponder.engine.services import LimitReached
         from ponder.errors import PonderError
         from ponder.plugins._common import prompt_room, truncate_tokens
         from ponder.plugins._signatures import sub_query_signature
         from ponder.support.results import ChunkResult
-        from ponder.engine.services import LimitReached
 
         limit = self.settings.max_llm_calls
         used = 0

@@ -1,9 +1,9 @@
 """The ``structured`` predictor: typed outputs, validated against the signature's annotations.
 
 Every output field's annotation (``float``, ``list[str]``, ``Literal[...]``, a pydantic model, or
-one of :mod:`ponder.signatures.schema`'s types such as ``Probability`` and ``Embedding(384)``) is enforced,
-constraints included: DSPy itself parses a reply into the field's bare type, so a probability of
-``1.7`` would pass it; this predictor then checks each value with
+one of :mod:`ponder.signatures.schema`'s types such as ``Probability`` and ``Embedding(384)``) is
+enforced, constraints included: DSPy itself parses a reply into the field's bare type, so a
+probability of ``1.7`` would pass it; this predictor then checks each value with
 :func:`ponder.signatures.schema.validate_value` and never accepts one that does not fit.
 
 What happens on every call, deterministically:
@@ -18,8 +18,9 @@ What happens on every call, deterministically:
 
 So a prediction costs one LM call, or two when the first reply does not fit. The predictor
 chooses these adapters itself: a run's configured DSPy adapter does not apply to it. Output fields
-whose type carries a :class:`ponder.signatures.schema.Describe` note get that note in their description, so
-the model is told the constraint (``a probability in [0, 1]``) and not just ``float``.
+whose type carries a :class:`ponder.signatures.schema.Describe` note get that note in their
+description, so the model is told the constraint (``a probability in [0, 1]``) and not just
+``float``.
 
 Config example::
 

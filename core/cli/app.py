@@ -2,6 +2,8 @@
 
 ``AppState`` builds the config and the plugin set lazily, so ``ponder --help`` reads neither;
 ``PonderGroup`` adds plugin subcommands on demand and turns a ``PonderError`` into its exit code.
+Every failure is shown by :func:`report_error` (here and in ``main``): one line on stderr and,
+when the command line has ``--json``, one ``{"error", "exit_code"}`` object on stdout.
 Command modules import this one; this one imports none of them.
 """
 
@@ -67,6 +69,81 @@ class AppState:
         return self._plugins
 
 
+def wants_json(args: list[str] | tuple[str, ...]) -> bool:
+    """Whether the command line asks for JSON output (``--json`` before any ``--``).
+
+    Decided from the raw arguments, not from parsed options, because a usage error (a bad
+    flag, a missing argument) happens before any option is parsed, and a script that passed
+    ``--json`` must still get JSON on that path.
+    """
+    args = list(args)
+    if "--" in args:
+        args = args[: args.index("--")]
+    return "--json" in args
+
+
+def report_error(message: str, exit_code: int, *, as_json: bool) -> int:
+    """Show a failure: ``ponder: error: …`` on stderr and, with ``--json``, one object on stdout.
+
+    Every command that has ``--json`` goes through here for every failure (bad config, missing
+    source, unknown plugin, usage errors, internal errors), so a script never parses an empty
+    stdout: it reads ``{"error": "…", "exit_code": N}``. The message is redacted.
+    """
+    import json
+
+    from ponder.engine.failures import clip_error
+    from ponder.support.secrets import redact
+
+    # an error may quote a whole (huge) model reply; callers that clip their own part first
+    # (with a hint after it) stay under this
+    text = clip_error(redact(message), limit=4_000)
+    click.echo(text if text.startswith("ponder: ") else f"ponder: error: {text}", err=True)
+    if as_json:
+        plain = text.removeprefix("ponder: ").removeprefix("error: ")
+        click.echo(json.dumps({"error": plain, "exit_code": exit_code}))
+    return exit_code
+
+
+def console(**kwargs: Any) -> Any:
+    """A rich console for tables: the terminal's width, or a wide one when piped.
+
+    Piped output has no width; rich would assume 80 columns and wrap every row of a wide
+    table, which breaks ``ponder plugins | grep``.
+    """
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 240, **kwargs)
+
+
+def _root_options(args: list[str]) -> dict[str, Any]:
+    """``--config`` and ``--plugin`` values before the subcommand, read from the raw arguments.
+
+    ``--help`` is eager: click answers it before the group's other options are processed, so
+    ``ponder --plugin X --help`` would list the commands without X's. This pre-scan lets the
+    help see them (value-taking root options are only these two).
+    """
+    found: dict[str, Any] = {"config_path": None, "plugin_modules": []}
+    names = {"--config": "config_path", "--plugin": "plugin_modules"}
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        name, sep, value = arg.partition("=")
+        if name in names:
+            if not sep:
+                if index + 1 >= len(args):
+                    break
+                index += 1
+                value = args[index]
+            if name == "--plugin":
+                found["plugin_modules"].append(value)
+            else:
+                found["config_path"] = value
+        elif arg == "--" or not arg.startswith("-"):
+            break  # the subcommand: what follows is its own
+        index += 1
+    return found
+
+
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return f"ponder: {record.levelname.lower()}: {record.getMessage()}"
@@ -91,12 +168,20 @@ class PonderGroup(click.Group):
     process can run the CLI many times (tests do) without commands leaking between runs.
     """
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            ctx.meta["ponder.json"] = wants_json(args)
+            ctx.meta["ponder.root_options"] = _root_options(args)
+        return super().parse_args(ctx, args)
+
     def _plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
         state = ctx.find_object(AppState)
         if state is None:  # `ponder --help` parses options before the group callback runs
             state = ctx.ensure_object(AppState)
-            state.config_path = ctx.params.get("config_path")
-            state.plugin_modules = tuple(ctx.params.get("plugin_modules") or ())
+            early = ctx.meta.get("ponder.root_options") or {}
+            state.config_path = ctx.params.get("config_path") or early.get("config_path")
+            state.plugin_modules = tuple(ctx.params.get("plugin_modules")
+                                         or early.get("plugin_modules") or ())
         return state.plugin_commands(builtin=set(self.commands))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -112,10 +197,8 @@ class PonderGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PonderError as exc:
-            from ponder.support.secrets import redact
-
-            click.echo(f"ponder: error: {redact(str(exc))}", err=True)
-            ctx.exit(exc.exit_code)
+            ctx.exit(report_error(str(exc), exc.exit_code,
+                                  as_json=bool(ctx.meta.get("ponder.json"))))
 
 
 @click.group(cls=PonderGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -18,6 +18,17 @@ from ponder.cli.app import AppState
 EXIT_PARTIAL = 3
 
 
+def _check_chunk_tokens(ctx: click.Context, param: click.Parameter, value: int | None) -> Any:
+    """Refuse a chunk size no chunk can have, naming the flag (click exits 2)."""
+    if value is None:
+        return None
+    from ponder.context.chunking import MIN_CHUNK_TOKENS
+
+    if value < MIN_CHUNK_TOKENS:
+        raise click.BadParameter(f"must be at least {MIN_CHUNK_TOKENS} tokens, got {value}")
+    return value
+
+
 def _ask_options(fn: Any) -> Any:
     options = [
         click.option("--strategy", help="Strategy plugin (auto, direct, map_reduce, …)."),
@@ -28,14 +39,23 @@ def _ask_options(fn: Any) -> Any:
         click.option("--max-cost", type=float, help="Stop when the run has cost this (USD)."),
         click.option("--max-tokens", type=int, help="Stop after this many tokens in+out."),
         click.option("--timeout", type=float, help="Hard time limit in seconds."),
-        click.option("--chunk-tokens", type=int, help="Chunk size in (estimated) tokens."),
+        click.option("--chunk-tokens", type=int, callback=_check_chunk_tokens,
+                     help="Chunk size in (estimated) tokens."),
         click.option("--include", multiple=True, metavar="GLOB", help="Only matching files."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching files."),
+        click.option("--program", metavar="NAME_OR_FILE",
+                     help="An optimized program: `ponder optimize --out` file or study name."),
         click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
                      help="Any config value, e.g. --set strategy.fan_in=4. Repeatable."),
         click.option("--no-cache", "no_cache", is_flag=True,
                      help="Ask the model again instead of using cached replies."),
+        click.option("--session", metavar="NAME", help="ask only: a turn of stored session NAME "
+                     "(history, loaded sources; see `ponder sessions`)."),
+        click.option("--batch", is_flag=True, help="ask only: map_reduce's map phase as one "
+                     "provider batch job at the batch price (waits; see docs/batch.md)."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+        click.option("--dry-run", "dry_run", is_flag=True,
+                     help="Print the plan (strategy, chunks, calls, tokens, cost, time); stop."),
         click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr."),
         click.option("--progress", "progress",
                      type=click.Choice(["auto", "rich", "plain", "silent"]),
@@ -58,6 +78,10 @@ def _overrides(params: dict[str, Any]) -> list[tuple[tuple[str, ...], Any, str]]
         "timeout": ("limits", "timeout"), "model": ("adapter", "model"),
     }
     overrides = []
+    if params.get("program"):  # the program's keys first, so flags and --set still win
+        from ponder.optimize.program import program_overrides
+
+        overrides.extend(program_overrides(params["program"]))
     for param, path in flags.items():
         if params.get(param) is not None:
             overrides.append((path, params[param], "--" + param.replace("_", "-")))
@@ -78,10 +102,16 @@ def _run_ask(state: AppState, question: str, params: dict[str, Any], *,
     config = state.config
     if params.get("model") and not config.adapter.name:
         config.adapter.name = "litellm"  # a bare --model means "any litellm model string"
+        config.origins["adapter.name"] = "--model"
     quiet = params.get("quiet") or params.get("as_json")
     progress = "silent" if quiet else (params.get("progress") or "auto")
     system = System(config, plugins=state.plugins, progress=progress)
     if sources is not None:
+        from ponder.engine.plan import preflight  # the plan first: printed, or only announced
+
+        sources = preflight(system, question, sources, params)
+        if sources is None:
+            return
         answer = system.ask(question, sources, include=params.get("include") or (),
                             exclude=params.get("exclude") or (),
                             chunk_tokens=params.get("chunk_tokens"))
@@ -91,11 +121,8 @@ def _run_ask(state: AppState, question: str, params: dict[str, Any], *,
         context = load_git_diff(rev=diff_rev, text=diff_text)
         answer = system.run(question, context, chunk_tokens=params.get("chunk_tokens"))
     _print_answer(answer, as_json=bool(params.get("as_json")), quiet=bool(quiet))
-    if answer.partial:
-        # every chunk failed and no limit stopped the run: that is a failure, not a partial
-        nothing_read = (answer.chunks.get("total") and not answer.chunks.get("read")
-                        and answer.stopped_by is None)
-        raise click.exceptions.Exit(EXIT_PARTIAL if answer.answer and not nothing_read else 1)
+    if answer.exit_code:  # 3 partial (or interrupted with an answer), 1 failed: Answer.status
+        raise click.exceptions.Exit(answer.exit_code)
 
 
 def _print_answer(answer: Any, *, as_json: bool, quiet: bool) -> None:
@@ -124,13 +151,16 @@ def _print_answer(answer: Any, *, as_json: bool, quiet: bool) -> None:
     ]
     if answer.citations:
         lines.append("cited: " + ", ".join(f"{c.path}:{c.line}" for c in answer.citations[:10]))
-    if answer.skipped_sources:
-        shown = ", ".join(f"{s['path']} ({s['reason']})" for s in answer.skipped_sources[:5])
-        more = len(answer.skipped_sources) - 5
-        lines.append(f"skipped {len(answer.skipped_sources)} file(s): {shown}"
-                     + (f" and {more} more" if more > 0 else ""))
+    # a repaired file (invalid UTF-8, bad bytes replaced) was read: it is not "skipped"
+    for kind in ("skipped", "repaired"):
+        listed = [s for s in answer.skipped_sources if s.get("kind", "skipped") == kind]
+        if listed:
+            shown = ", ".join(f"{s['path']} ({s['reason']})" for s in listed[:5])
+            more = len(listed) - 5
+            lines.append(f"{kind} {len(listed)} file(s): {shown}"
+                         + (f" and {more} more" if more > 0 else ""))
     if answer.note:
-        lines.append(f"partial: {answer.note}")
+        lines.append(f"{'failed' if answer.status == 'failed' else 'partial'}: {answer.note}")
     lines.extend(f"problem: {problem}" for problem in answer.problems)
     click.echo("\n".join(redact(line) for line in lines), err=True)
 
@@ -149,6 +179,16 @@ def ask_command(state: AppState, question: str, sources: tuple[str, ...], **para
       ponder ask "Where is the retry policy configured?" . --include '*.py' --json
       git show HEAD:README.md | ponder ask "Summarise this" -
     """
+    if params.get("session"):  # sessions own their sources: a resumed one needs none
+        from ponder.cli.sessions import run_session_ask
+
+        return run_session_ask(state, question, params, list(sources), _overrides(params),
+                               _print_answer)
+    if params.get("batch"):  # the map phase as a provider batch job: ponder.cli.batch
+        from ponder.cli.batch import run_batch_ask
+
+        return run_batch_ask(state, question, params, list(sources), _overrides(params),
+                             _print_answer)
     if not sources:
         if sys.stdin.isatty():
             raise click.UsageError("no sources given: name files or directories, or - for stdin")
@@ -172,6 +212,9 @@ def diff_command(state: AppState, question: str, rev: str | None, **params: Any)
     if rev:
         _run_ask(state, question, params, diff_rev=rev)
         return
+    if sys.stdin.isatty():  # reading would wait, silently, for a diff nobody is typing
+        raise click.UsageError("no diff given: pipe one in (git diff main | ponder diff …) "
+                               "or use --git REV")
     text = sys.stdin.read()
     if not text.strip():
         raise click.UsageError("no diff on stdin: pipe `git diff` in, or use --git REV")

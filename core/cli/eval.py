@@ -64,9 +64,10 @@ def print_results(results: list[Any], comparisons: list[Any], *, live: bool = Tr
     from rich.table import Table
 
     from ponder.cli.runs import format_cost
+    from ponder.evaluate.results import metric_union
 
     console = _console()
-    metrics = list(results[0].metrics)
+    metrics = metric_union(results)  # evals recorded with other metrics: "-" where absent
     table = Table(title=f"eval of {escape(results[0].dataset)}", title_justify="left")
     table.add_column("variant")
     for metric in metrics:
@@ -81,7 +82,7 @@ def print_results(results: list[Any], comparisons: list[Any], *, live: bool = Tr
         cost = format_cost(usage["cost"])
         if usage["judge"]["calls"]:
             cost += f" (+{format_cost(usage['judge']['cost'])} judge)"
-        table.add_row(escape(result.label), *(_score_cell(scores[m]) for m in metrics),
+        table.add_row(escape(result.label), *(_score_cell(scores.get(m, {})) for m in metrics),
                       str(result.examples), failed, str(usage["calls"]), str(usage["tokens"]),
                       cost, _fmt(latency["p50"], 2) + "s" if latency["p50"] is not None else "-",
                       _fmt(latency["p95"], 2) + "s" if latency["p95"] is not None else "-")
@@ -113,12 +114,21 @@ def print_results(results: list[Any], comparisons: list[Any], *, live: bool = Tr
         if result.failed > len(shown):
             click.echo(f"{prefix}… and {result.failed - len(shown)} more failed", err=True)
         if result.not_run:
-            click.echo(f"{prefix}not run (stopped): {len(result.not_run)} example(s)", err=True)
+            why = "interrupted" if result.status == "interrupted" else (
+                "stopped: the provider cannot be used" if result.stop_reason else "stopped")
+            click.echo(f"{prefix}not run ({why}): {len(result.not_run)} example(s): "
+                       f"{_ids(result.not_run)}", err=True)
     if live and any(r.resumed for r in results):
         click.echo("resumed: " + ", ".join(f"{r.label} {r.resumed}/{r.examples}"
                                            for r in results) + " example(s) read back from "
                    "the run store (--fresh asks again)", err=True)
     click.echo(f"eval id: {', '.join(r.eval_id for r in results)}", err=True)
+
+
+def _ids(ids: Any, shown: int = 10) -> str:
+    ids = list(ids)
+    more = f" … and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(ids[:shown]) + more
 
 
 def _exit_code(results: list[Any]) -> int:
@@ -265,6 +275,12 @@ def add_eval_commands(cli: click.Group) -> None:
                        "comparisons": [c.to_dict() for c in comparisons]})
             return
         print_results([base, *others], comparisons, live=False)
+        for other, comparison in zip(others, comparisons, strict=True):
+            if other.dataset_digest != base.dataset_digest:  # pairs only what both have
+                paired = next(iter(comparison.metrics.values()), {}).get("n", 0)
+                click.echo(f"note: {other.eval_id} ran another selection of examples than "
+                           f"{base.eval_id}: compared on the {paired} example id(s) both ran",
+                           err=True)
 
     @eval_group.command("make-dataset")
     @click.argument("out_dir")
@@ -312,21 +328,27 @@ def _run(state: AppState, dataset_path: str, sources: tuple[str, ...],
     metrics = list(params.get("metrics") or ()) or base_settings.metrics
     quiet = params.get("quiet") or as_json
     progress = "silent" if quiet else (params.get("progress") or "auto")
+    if params.get("report_dir"):  # a --report that cannot be written fails before any call
+        from ponder.evaluate.report import prepare_report_dir
+
+        prepare_report_dir(params["report_dir"])
     evaluators = []
-    for variant in variants:  # build all first: a bad config or metric fails before any call
-        evaluators.append(Evaluator(variant.config, metrics, plugins=_plugins(state, variant),
-                                    concurrency=params.get("concurrency"), progress=progress,
-                                    resume=not params.get("fresh"), label=variant.label,
-                                    default_sources=sources, seed=seed))
-    results = []
     try:
+        for variant in variants:  # build all first: a bad config or metric fails before a call
+            evaluators.append(Evaluator(
+                variant.config, metrics, plugins=_plugins(state, variant),
+                concurrency=params.get("concurrency"), progress=progress,
+                resume=not params.get("fresh"), label=variant.label, default_sources=sources,
+                seed=seed))
+        results = []
         for evaluator in evaluators:
             results.append(evaluator.run(dataset))
-            if results[-1].not_run:  # interrupted: do not start the next variant
+            if results[-1].status == "interrupted":  # Ctrl-C: do not start the next variant
                 break
     finally:
         for evaluator in evaluators:
             evaluator.close()
+    not_started = [v.label for v in variants[len(results):]]
     comparisons = [results[0].compare(other) for other in results[1:]]
     report_path = None
     if params.get("report_dir"):
@@ -335,17 +357,23 @@ def _run(state: AppState, dataset_path: str, sources: tuple[str, ...],
         report_path = write_report(params["report_dir"], results, comparisons)
     if as_json:
         data = results[0].to_dict()
-        if len(results) > 1:
+        if len(variants) > 1:
             data["variants"] = [r.to_dict() for r in results]
             data["comparisons"] = [c.to_dict() for c in comparisons]
+            data["variants_not_run"] = not_started
         if report_path:
             data["report"] = str(report_path)
         _json_out(data)
     else:
         print_results(results, comparisons)
+        if not_started:
+            click.echo(f"variants not run (interrupted): {', '.join(not_started)}", err=True)
+        if any(r.status == "interrupted" for r in results):
+            click.echo("the finished examples are recorded: run the same command again to "
+                       "continue (only the examples not run are asked)", err=True)
         if report_path:
             click.echo(f"report: {report_path}", err=True)
-    code = _exit_code(results)
+    code = _exit_code(results) if not not_started else max(_exit_code(results), EXIT_PARTIAL)
     if code:
         raise click.exceptions.Exit(code)
 

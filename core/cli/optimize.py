@@ -145,7 +145,7 @@ def run_command(state: AppState, dataset: str | None, **params: Any) -> None:
     data = load_dataset(plan.dataset_path)
     train, val = runner.split_dataset(data, seed=plan.seed, val_fraction=plan.val_fraction)
     space = load_space(plan.space_path, plugins=plugins, base=config)
-    optimizer = runner.build_optimizer(plan.optimizer, plugins, config)
+    optimizer = runner.build_optimizer(plan.optimizer, plugins, config, space)
     progress = None if quiet else _progress
     study = runner.make_study(plan, space=space, train=train, plugins=plugins, storage=storage,
                               on_trial=progress)

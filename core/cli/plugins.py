@@ -7,7 +7,8 @@ import json
 import click
 
 from ponder import __version__
-from ponder.cli.app import AppState
+from ponder.cli.app import AppState, console
+from ponder.support.secrets import clean_secrets, redact
 
 
 @click.command("plugins")
@@ -17,11 +18,16 @@ def plugins_command(state: AppState, as_json: bool) -> None:
     """List plugins: where each came from, its status and what it provides."""
     plugin_set = state.plugins
     state.plugin_commands(builtin=set(click.get_current_context().find_root().command.commands))
-    rows = [info.to_dict() for info in plugin_set.plugins]
+    # a plugin's error text is its own and may hold a key; the loader redacted it when it
+    # failed, and it is redacted again here against every secret known by now
+    rows = [clean_secrets(info.to_dict()) for info in plugin_set.plugins]
+    for row in rows:
+        if row.get("error"):
+            row["error"] = redact(str(row["error"]))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(redact(json.dumps(rows, indent=2)))
         return
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"ponder {__version__} plugins", title_justify="left")
@@ -38,17 +44,12 @@ def plugins_command(state: AppState, as_json: bool) -> None:
         distribution = "(local)" if row["local"] else row["distribution"]
         table.add_row(row["name"], distribution, row["version"], status, provides or "-",
                       f"{row['import_ms']:.1f}")
-    console = Console()
-    console.print(table)
+    out = console()
+    out.print(table)
     for row in rows:
         if row["status"] == "failed":
-            console.print(f"[red]{row['name']}[/]: {row['error']}", highlight=False)
-
-
-# --- ponder ask -----------------------------------------------------------------------------------
-#: exit codes of `ask`: 0 complete answer, 3 partial answer (see the result's note), 1 failure,
-#: 2 bad input (usage, config, sources)
-EXIT_PARTIAL = 3
+            out.print(f"[red]{escape(row['name'])}[/]: {escape(str(row['error']))}",
+                      highlight=False)
 
 
 def add_plugins_command(cli: click.Group) -> None:

@@ -41,11 +41,13 @@ def open_storage(ctx: click.Context) -> Iterator[Any]:
         storage.close()
 
 
-def _fail(ctx: click.Context, message: str, code: int = 1) -> None:
-    from ponder.support.secrets import redact
+def _fail(ctx: click.Context, message: str, code: int = 2) -> None:
+    """Report through the root group (``ponder.cli.app.report_error``: stderr, and one JSON
+    object on stdout with ``--json``). An unknown or ambiguous run id is bad input: exit 2."""
+    from ponder.cli.app import report_error
 
-    click.echo(f"ponder: error: {redact(message)}", err=True)
-    ctx.exit(code)
+    as_json = bool(ctx.meta.get("ponder.json") or ctx.params.get("as_json"))
+    ctx.exit(report_error(message, code, as_json=as_json))
 
 
 def _json_out(data: Any) -> None:
@@ -115,7 +117,7 @@ def add_runs_command(cli: click.Group) -> None:
     """Add the ``runs`` group (list, ``show ID``, ``path``) to ``cli``."""
 
     @cli.group("runs", invoke_without_command=True)
-    @click.option("--limit", "-n", type=int, default=20, show_default=True,
+    @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True,
                   help="How many runs to list, newest first (0: all).")
     @click.option("--json", "as_json", is_flag=True,
                   help="Print a JSON list instead of a table.")
@@ -142,6 +144,10 @@ def add_runs_command(cli: click.Group) -> None:
             return
         _print_runs(runs, storage.location)
 
+    from ponder.cli.stats import stats_command
+
+    runs_group.add_command(stats_command)
+
     @runs_group.command("show")
     @click.argument("run_id")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -151,8 +157,10 @@ def add_runs_command(cli: click.Group) -> None:
         with open_storage(ctx) as storage:
             try:
                 run = storage.get_run(run_id)
-            except PonderError as exc:  # e.g. an ambiguous prefix
-                _fail(ctx, str(exc), exc.exit_code)
+            except PonderError as exc:
+                # what a store reports about a given id (an ambiguous prefix) is about the
+                # user's input, whatever exit code the store's error carries: exit 2
+                _fail(ctx, str(exc), 2)
                 return
             location = storage.location
         if run is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -53,6 +54,18 @@ class Draft:
     #: what went wrong that is not a chunk (a failed combine call, code the sandbox refused),
     #: one short secret-free line each
     problems: list[str] = attrs.Factory(list)
+    #: the lines the model actually read, as ``(path, first, last)`` spans (the chunks that were
+    #: read); a citation outside them is dropped. None: the strategy does not say, and any line
+    #: of a loaded document may be cited (third-party strategies written before this field)
+    read: list[tuple[str, int, int]] | None = None
+    #: where the findings the answer was built from came from (each finding's chunk's first
+    #: line), cited when the model's text cites nothing itself
+    evidence: list[Citation] = attrs.Factory(list)
+
+
+#: the outcome of a run: ``ok`` (complete), ``partial`` (an answer, with something missing),
+#: ``failed`` (no evidence was read: no answer), ``interrupted`` (Ctrl-C or SIGTERM)
+STATUSES = ("ok", "partial", "failed", "interrupted")
 
 
 @attrs.define
@@ -73,14 +86,53 @@ class Answer:
     note: str | None = None
     #: problems that are not failed chunks (see :attr:`Draft.problems`)
     problems: list[str] = attrs.Factory(list)
+    #: citations in the model's text that were dropped, each ``{"path", "line", "reason"}``: a
+    #: line that was not read, a blank line, a path that is not a loaded document
+    citations_dropped: list[dict[str, Any]] = attrs.Factory(list)
 
     @property
     def partial(self) -> bool:
+        """Whether anything is missing (a chunk failed, or a limit stopped the run).
+
+        True for a ``failed`` run too, which has no answer at all: use :attr:`status` to tell
+        them apart (the JSON's ``partial`` is true only for ``partial`` and ``interrupted``).
+        """
         return bool(self.failures) or self.stopped_by is not None
+
+    @property
+    def evidence_read(self) -> bool:
+        """Whether any evidence was read: a chunk, or (a strategy that reports no chunks) any
+        call at all. A run that read none has no answer."""
+        read = self.chunks.get("read")
+        if read is None:
+            return self.usage.calls + self.usage.cached_calls > 0
+        return read > 0
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``partial``, ``failed`` (nothing was read) or ``interrupted``; what the run
+        store records and the JSON says, and what :attr:`exit_code` follows."""
+        if self.stopped_by == "interrupted":
+            return "interrupted"
+        if not self.partial:
+            return "ok"
+        return "partial" if self.evidence_read and self.answer else "failed"
+
+    @property
+    def exit_code(self) -> int:
+        """``ponder ask``'s exit code: 0 ok, 3 partial or interrupted with an answer, 1 failed
+        (or interrupted before anything was read)."""
+        status = self.status
+        if status == "ok":
+            return 0
+        if status == "failed" or not self.answer:
+            return 1
+        return 3
 
     def to_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self)
-        data["partial"] = self.partial
+        data["status"] = self.status
+        data["partial"] = self.status in ("partial", "interrupted")
         data["usage"]["cost_usd"] = round(self.usage.cost_usd, 6)
         data["elapsed_s"] = round(self.elapsed_s, 3)
         return data
@@ -89,22 +141,72 @@ class Answer:
 _CITATION = re.compile(r"(?P<path>[\w./\\-]+\.\w+|<stdin>):(?P<line>\d+)")
 
 
-def extract_citations(text: str, documents: Any) -> list[Citation]:
-    """``path:line`` references in ``text`` that point into a loaded document, in order."""
-    spans: dict[str, tuple[int, int]] = {}
+def _known_paths_pattern(paths: Sequence[str]) -> re.Pattern[str] | None:
+    """The loaded paths, literally (longest first), followed by ``:line``: a path with spaces or
+    other characters the generic pattern does not allow is still found."""
+    odd = [p for p in paths if not re.fullmatch(r"[\w./\\-]+\.\w+|<stdin>", p)]
+    if not odd:
+        return None
+    alternatives = "|".join(re.escape(p) for p in sorted(odd, key=len, reverse=True))
+    return re.compile(rf"(?P<path>{alternatives}):(?P<line>\d+)")
+
+
+def extract_citations(text: str, documents: Any, *,
+                      read: Iterable[tuple[str, int, int]] | None = None,
+                      dropped: list[dict[str, Any]] | None = None) -> list[Citation]:
+    """``path:line`` references in ``text`` that point at a line that was read, in order.
+
+    ``read`` is the ``(path, first, last)`` spans the model was shown (None: every loaded
+    document whole). A reference is dropped, and described in ``dropped`` when a list is given,
+    when its path is no loaded document (a unique suffix of one is accepted: models shorten
+    paths), when its line was not among those read, or when that line is blank (no evidence).
+    """
+    lines: dict[str, list[str]] = {}
+    starts: dict[str, int] = {}
     for doc in documents:
-        last = doc.start_line + max(doc.text.count("\n"), 0)
-        spans[doc.path] = (doc.start_line, last)
+        lines[doc.path] = doc.text.split("\n")
+        starts[doc.path] = doc.start_line
+    spans: dict[str, list[tuple[int, int]]] = {}
+    if read is None:
+        for path, body in lines.items():
+            last = starts[path] + max(len(body) - (1 if body and body[-1] == "" else 0), 1) - 1
+            spans[path] = [(starts[path], last)]
+    else:
+        for path, first, last in read:
+            spans.setdefault(path, []).append((first, last))
+    matches: list[tuple[int, str, int]] = []
+    taken: list[tuple[int, int]] = []
+    known = _known_paths_pattern(list(lines))
+    for pattern in (known, _CITATION):
+        if pattern is None:
+            continue
+        for match in pattern.finditer(text):
+            if any(a < match.end() and match.start() < b for a, b in taken):
+                continue  # already found as a loaded path with spaces
+            taken.append(match.span())
+            matches.append((match.start(), match.group("path"), int(match.group("line"))))
     found: list[Citation] = []
-    for match in _CITATION.finditer(text):
-        path, line = match.group("path"), int(match.group("line"))
-        span = spans.get(path)
-        if span is None:  # the model may shorten a path: accept a unique suffix match
-            candidates = [p for p in spans if p.endswith("/" + path)]
+
+    def drop(path: str, line: int, reason: str) -> None:
+        if dropped is not None and not any(d["path"] == path and d["line"] == line
+                                           for d in dropped):
+            dropped.append({"path": path, "line": line, "reason": reason})
+
+    for _, path, line in sorted(matches):
+        if path not in lines:  # the model may shorten a path: accept a unique suffix match
+            candidates = [p for p in lines if p.endswith("/" + path)]
             if len(candidates) != 1:
+                drop(path, line, "not a loaded document")
                 continue
             path = candidates[0]
-            span = spans[path]
-        if span[0] <= line <= span[1] and Citation(path, line) not in found:
+        if not any(first <= line <= last for first, last in spans.get(path, ())):
+            drop(path, line, "that line was not read")
+            continue
+        index = line - starts[path]
+        if not 0 <= index < len(lines[path]) or not lines[path][index].strip():
+            drop(path, line, "a blank line" if 0 <= index < len(lines[path])
+                 else "beyond the end of the file")
+            continue
+        if Citation(path, line) not in found:
             found.append(Citation(path, line))
     return found

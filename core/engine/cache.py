@@ -10,8 +10,8 @@ the inputs. A different model, prompt format or input never hits. Failures are n
 
 **The value** is the prediction's output fields as JSON (plus its token counts, for the record);
 a prediction that is not plain JSON (a ReAct trajectory holding objects) is simply not cached.
-Values go through :func:`ponder.support.secrets.redact` first, so a secret a model echoed never lands
-in the cache file.
+Values go through :func:`ponder.support.secrets.redact` first, so a secret a model echoed never
+lands in the cache file.
 
 Adapters whose replies depend on more than the prompt (the ``scripted`` test adapter answers by
 call index) opt out with a class attribute ``cache_responses = False``; agent predictors whose

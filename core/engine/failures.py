@@ -189,6 +189,23 @@ def failure_kind(exc: BaseException) -> str | None:
     return "transient error"
 
 
+#: the most characters of one error text that is shown, stored or put in ``--json``
+ERROR_TEXT_LIMIT = 2_000
+
+
+def clip_error(text: str, limit: int = ERROR_TEXT_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut.
+
+    Why: some errors carry the model's whole reply (DSPy's ``AdapterParseError`` quotes the
+    reply that did not parse), so a 20 MB reply in the wrong format became a 20 MB error on
+    stderr, in every failed chunk of ``--json`` and in the run store. What the reply was is
+    kept, capped, in the call record; an error only needs its start to say what happened.
+    """
+    if not isinstance(text, str) or len(text) <= limit:
+        return text
+    return f"{text[:limit]} [… {len(text) - limit:,} more characters cut by ponder]"
+
+
 def summarize_error(exc: BaseException) -> str:
     """A one-line, redacted description of a provider error."""
     from ponder.support.retry import describe_error

@@ -173,7 +173,7 @@ def note_attempts(exc: BaseException, attempts: int) -> None:
 def fatal_copy(fatal: BaseException) -> BaseException:
     """A fresh copy of a run's fatal error for one more call, which made no request (each failed
     chunk records its own attempts on its error, so calls must not share one object)."""
-    from ponder.engine.fallback import AdapterAuthError
+    from ponder.engine.failures import AdapterAuthError
 
     again: BaseException
     if isinstance(fatal, AdapterAuthError):

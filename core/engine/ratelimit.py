@@ -23,12 +23,15 @@ the time it settled (no earlier than the provider could have counted it).
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("ponder.run")
 
 #: the first estimate's factor over the prompt estimate, before any reply taught a better one
 INITIAL_RATIO = 2.0
@@ -53,6 +56,12 @@ class RateLimiter:
             raise ValueError(f"tpm must be > 0, got {tpm!r}")
         self.rpm = rpm
         self.tpm = tpm
+        #: requests one window admits. Under one a minute (``rpm = 0.5``) no window of 60 s
+        #: could ever admit a request, so the window grows to hold exactly one (120 s for
+        #: 0.5); a longer window with the same ``tpm`` is only stricter on tokens
+        self._requests_cap = None if rpm is None else max(1.0, rpm)
+        if rpm is not None and rpm < 1:
+            window_s = window_s / rpm
         # the provider stamps a request after we send it: age entries out a little later
         self.window_s = window_s + (max(0.25, window_s * 0.02) if margin_s is None else margin_s)
         #: a request unsettled this long is taken as done then (its worker died with it)
@@ -110,7 +119,7 @@ class RateLimiter:
             self._order = keep
 
     def _fits(self, tokens: int) -> bool:
-        return ((self.rpm is None or len(self._order) + 1 <= self.rpm)
+        return ((self._requests_cap is None or len(self._order) + 1 <= self._requests_cap)
                 and (self.tpm is None or self._tokens + tokens <= self.tpm))
 
     def try_acquire(self, tokens: int) -> tuple[int | None, float]:
@@ -139,7 +148,8 @@ class RateLimiter:
         """When enough settled entries age out for ``tokens`` more (a short poll when it
         depends on requests still in flight)."""
         poll = min(0.05, self.window_s / 100)
-        need_requests = 0 if self.rpm is None else len(self._order) + 1 - self.rpm
+        need_requests = (0 if self._requests_cap is None
+                         else len(self._order) + 1 - self._requests_cap)
         need_tokens = 0 if self.tpm is None else self._tokens + tokens - self.tpm
         freed_tokens = 0
         latest = now
@@ -199,7 +209,28 @@ def wait_for_ticket(try_acquire: Callable[[int], tuple[int | None, float]], toke
         remaining = remaining_s()
         if remaining is not None and remaining <= wait:
             return None
+        _say_waiting(wait)
         sleep(wait)
+
+
+#: a wait this long is worth a line on stderr (a run that goes quiet looks hung)
+NOTICE_WAIT_S = 5.0
+_notice_lock = threading.Lock()
+_last_notice = [-math.inf]
+
+
+def _say_waiting(wait: float, *, every_s: float = 30.0) -> None:
+    """Warn that the rate limit holds requests back, at most once per ``every_s`` per process
+    (many workers wait at once; one line says it)."""
+    if wait < NOTICE_WAIT_S:
+        return
+    with _notice_lock:
+        now = time.monotonic()
+        if now - _last_notice[0] < every_s:
+            return
+        _last_notice[0] = now
+    log.warning("the rate limit ([adapter] rpm/tpm) holds requests back: the next one goes "
+                "in about %.0f s", wait)
 
 
 class Ticket:

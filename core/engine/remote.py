@@ -268,6 +268,12 @@ class WorkerRuntime:
         self.modules: dict[Any, Any] = {}
         self._tasks: dict[str, Callable[..., Any]] = {}
         self._lock = threading.Lock()
+        #: [telemetry] capture_content: LM spans made here keep their prompt and reply too
+        self.capture_content = False
+        if spec is not None:
+            from ponder.engine.telemetry import captures_content
+
+            self.capture_content = captures_content(spec.config)
 
     def _task(self, key: str, data: bytes | Callable[[], bytes]) -> Callable[..., Any]:
         with self._lock:
@@ -280,6 +286,7 @@ class WorkerRuntime:
 
     def services(self, budget: Budget, calls: list[dict[str, Any]]) -> Services:
         """Fresh services for one item: its own usage, the run's remaining budget."""
+        from ponder.engine.prompts import PromptState
         from ponder.support.retry import RetryPolicy
 
         services = Services(
@@ -289,8 +296,10 @@ class WorkerRuntime:
             max_tokens=budget.max_tokens, timeout=budget.timeout, progress_mode="silent",
             chunk_tokens=self.spec.chunk_tokens, plugin_set=self.plugins,
             dspy_adapter=self.dspy_adapter, names=self.names, cache=self.cache,
-            on_call=calls.append, rate_limiter=self.spec.rate_limiter)
+            on_call=calls.append, rate_limiter=self.spec.rate_limiter,
+            prompts=PromptState.from_config(self.spec.config))  # [optimize.prompts]
         services._modules = self.modules  # built once per worker, not once per item
+        services.tracker.capture_content = self.capture_content
         if budget.fatal is not None and hasattr(services, "_fatal"):
             services._fatal = rebuild_error(budget.fatal)
         return services

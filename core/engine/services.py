@@ -4,21 +4,28 @@ Strategies never import globals for these; the system builds one :class:`Service
 Every LM call goes through :meth:`Services.predict`, which
 
 - checks the limits first (cost, tokens, deadline, interrupt) and raises :class:`LimitReached`;
-- retries retryable provider errors with :func:`ponder.support.retry.call_with_retry` (the only retry
-  layer: adapters build their LMs with litellm/dspy retries off);
+- retries retryable provider errors with :func:`ponder.support.retry.call_with_retry` (the only
+  retry layer: adapters build their LMs with litellm/dspy retries off);
 - records an ``LLM`` span on the run's :class:`ponder.support.observability.Tracker`;
 - adds the call's tokens and cost (from dspy's usage tracking and the model's prices) to
   :attr:`Services.usage`.
 
 :meth:`Services.map` runs a function over items (chunks) under the concurrency cap, drives the
-:class:`ponder.support.progress.ProgressContext`, and returns a :class:`ponder.support.results.BatchResult`:
-every item either succeeded or is listed as failed with its error, and a limit that stops the
-run leaves the rest listed as not processed, never silently dropped.
+:class:`ponder.support.progress.ProgressContext`, and returns a
+:class:`ponder.support.results.BatchResult`: every item either succeeded or is listed as failed
+with its error, and a limit that stops the run leaves the rest listed as not processed, never
+silently dropped.
+
+Metering and limits (issue 15): every request that reached the provider is counted from the usage
+it reported, even when what follows fails (a reply that does not parse); each call reserves its
+worst case before it is sent, so ``max_tokens``/``max_cost`` are overshot by less than one call
+(see :meth:`Services._reserve`); a provider that cannot be reached, or a missing API key, fails
+every later call at once instead of retrying each one; a reply far beyond ``max_output_tokens`` is
+cut (:meth:`Services._cap_reply`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import functools
 import logging
 import threading
@@ -26,24 +33,30 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ponder.engine.answer import Usage
 from ponder.context.chunking import estimate_tokens
-from ponder.errors import PonderError
+from ponder.engine.answer import Usage
+from ponder.engine.executor import DaemonPool, ThreadExecutor
+from ponder.engine.metering import (
+    LimitReached,
+    ProviderUnreachable,
+    Reservations,
+    Spent,
+    base_url_of,
+    cap_fields,
+    fatal_copy,
+    note_attempts,
+    sent_tokens,
+    tracker_usage,
+    unreachable_message,
+)
+from ponder.engine.ratelimit import take_ticket
 from ponder.kernel.kinds import ModelInfo
-from ponder.support.observability import SpanType, Tracker, in_current_context
+from ponder.support.observability import SpanType, Tracker, track
 from ponder.support.results import BatchResult, ChunkResult, FailedChunk
-from ponder.support.retry import RetryPolicy, call_with_retry
+from ponder.support.retry import RetryPolicy, call_with_retry, describe_error
 
 log = logging.getLogger("ponder.run")
 T = TypeVar("T")
-
-
-class LimitReached(PonderError):
-    """A run limit (cost, tokens, time, interrupt) stopped further LM calls."""
-
-    def __init__(self, limit: str, message: str) -> None:
-        super().__init__(message)
-        self.limit = limit
 
 
 def _is_empty(prediction: Any) -> bool:
@@ -76,6 +89,11 @@ class Services:
         cache: Any = None,
         on_call: Callable[[dict[str, Any]], None] | None = None,
         storage: Any = None,
+        budget: Any = None,
+        executor: Any = None,
+        rate_limiter: Any = None,
+        worker_spec: Any = None,
+        prompts: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lm = lm
@@ -102,6 +120,19 @@ class Services:
         self.on_call = on_call
         #: the run store, for artifacts such as a retriever's index; None in bare services
         self.storage = storage
+        #: a :class:`ponder.engine.budget.ConcurrencyBudget` shared with other runs (an eval's
+        #: examples): :meth:`map` then lends the caller's slot and borrows free ones instead of
+        #: keeping a pool of its own; None = ``concurrency`` threads of its own
+        self.budget = budget
+        #: how :meth:`map` runs its items (``[executor]``; :mod:`ponder.engine.executor`)
+        self.executor = executor if executor is not None else ThreadExecutor()
+        #: the run's one requests/tokens-per-minute limiter (``[adapter] rpm``, ``tpm``), or None
+        self.rate_limiter = rate_limiter
+        #: how a worker process rebuilds these services (:mod:`ponder.engine.remote`), or None
+        self.worker_spec = worker_spec
+        #: demos/instructions per signature a prompt optimizer compiled
+        #: (:class:`ponder.engine.prompts.PromptState`), laid onto each module as it is built
+        self.prompts = prompts
         self.usage = Usage()
         self.stopped_by: str | None = None
         self.largest_prompt_tokens = 0
@@ -112,6 +143,12 @@ class Services:
         self._modules: dict[Any, Any] = {}
         self._tools: dict[str, Callable[..., Any]] | None = None
         self._call_record_failed = False
+        #: the worst case of the metered calls in flight, held against the limits
+        self._reservations = Reservations(self._lock)
+        #: an error that makes every further call pointless (no server, no key): raised at once
+        self._fatal: BaseException | None = None
+        #: run-level problems the answer reports (a reply cut to size), one line each
+        self.problems: list[str] = []
 
     # --- limits --------------------------------------------------------------------------------
     def remaining_s(self) -> float | None:
@@ -128,7 +165,12 @@ class Services:
                 self.stopped_by = limit
 
     def check_limits(self) -> None:
-        """Raise LimitReached if any limit is exhausted; called before every LM call."""
+        """Raise LimitReached if any limit is exhausted; called before every LM call.
+
+        After a fatal provider error (see :meth:`_fatal_error`) that error is raised instead.
+        """
+        if self._fatal is not None:
+            raise fatal_copy(self._fatal)
         if self._interrupted.is_set():
             raise LimitReached("interrupted", "the run was interrupted")
         remaining = self.remaining_s()
@@ -160,6 +202,8 @@ class Services:
                     module = self.predictor.build(signature, tools=self._bound_tools())
                 else:
                     module = self.predictor.build(signature)
+                if self.prompts:
+                    module = self.prompts.apply(module, signature)
                 self._modules[signature] = module
         return module
 
@@ -176,7 +220,8 @@ class Services:
                 for name in self.plugin_set.registry("tool").names():
                     entry = self.plugin_set.get("tool", name)
                     tool = entry.factory(entry.settings()) if entry.settings else entry.factory()
-                    tools[name] = tool.make(self.context)
+                    # @track: each call is a tool span in the run's tree (and its export)
+                    tools[name] = track(f"tool {name}", SpanType.TOOL)(tool.make(self.context))
             self._tools = tools
         return self._tools
 
@@ -187,21 +232,36 @@ class Services:
         A retriever that can ``dump``/``load`` its index has it saved in the run store, keyed by
         the retriever, its settings and the chunks' text, so the next run over the same sources
         loads it instead of indexing again.
+
+        While a session keeps its context loaded (:func:`ponder.context.chunking.keep_chunks`),
+        the indexed retriever is kept with it: a later question over the very same chunk objects
+        gets that retriever back without hashing 10 MB for the key or deserialising the index.
         """
         import hashlib
         import json
+
+        from ponder.context import chunking
+        from ponder.engine.cache import settings_identity
 
         retriever = self.retriever
         if retriever is None:
             return None
         name, settings = self.names.get("retriever", (None, None))
+        # the kept context's memo (chunkings by size) also holds its indexed retrievers, so
+        # both live exactly as long as the session keeps the context (keep_chunks(ctx, False))
+        kept = chunking._KEPT.get(id(self.context)) if self.context is not None else None
+        memo: Any = kept[1] if kept is not None and kept[0] is self.context else None
+        memo_key = ("index", name, json.dumps(settings_identity(settings), default=repr))
         with self.tracker.span("index", SpanType.RETRIEVE, retriever=name,
                                chunks=len(chunks)) as span:
+            hit = memo.get(memo_key) if memo is not None else None
+            if hit is not None and len(hit[0]) == len(chunks) and all(
+                    a is b for a, b in zip(hit[0], chunks, strict=True)):
+                span.attributes.update(loaded_from_store=False, kept_in_memory=True)
+                return hit[1]
             key = None
             if (self.storage is not None and callable(getattr(retriever, "dump", None))
                     and callable(getattr(retriever, "load", None))):
-                from ponder.engine.cache import settings_identity
-
                 digest = hashlib.sha256()
                 identity = [name, settings_identity(settings)]
                 digest.update(json.dumps(identity, default=repr).encode())
@@ -215,12 +275,16 @@ class Services:
                     try:
                         retriever.load(data, chunks)
                         span.attributes["loaded_from_store"] = True
+                        if memo is not None:
+                            memo[memo_key] = (list(chunks), retriever)
                         return retriever
                     except Exception as exc:  # a stale or damaged index is rebuilt
                         log.warning("rebuilding the %s index: the stored one failed to load "
                                     "(%s)", name, exc)
             retriever.index(chunks)
             span.attributes["loaded_from_store"] = False
+            if memo is not None:
+                memo[memo_key] = (list(chunks), retriever)
             if key is not None:
                 try:
                     self.storage.put_artifact("retriever-index", key, retriever.dump())
@@ -229,7 +293,15 @@ class Services:
         return retriever
 
     def predict(self, signature: Any, *, role: str, **inputs: Any) -> Any:
-        """Run the predictor for ``signature`` on ``inputs`` with retry, limits and metering."""
+        """Run the predictor for ``signature`` on ``inputs`` with retry, limits and metering.
+
+        Every request that reached the provider is charged from the usage it reported, whatever
+        happens after: each attempt runs under its own dspy usage tracker, read when the attempt
+        ends, so a reply DSPy cannot parse (and DSPy's JSON re-ask after it), an empty reply that
+        is retried, or a call abandoned by a limit still counts its requests, tokens and cost.
+        Before the first attempt the call's estimated tokens and cost are reserved against
+        ``max_tokens``/``max_cost`` (see :meth:`_reserve`).
+        """
         import dspy
 
         self.check_limits()
@@ -251,7 +323,10 @@ class Services:
                              tokens=(0, 0), cost=0.0, error=None)
                 return prediction
 
+        reservation = self._reserve(self._sent_tokens(signature, inputs, prompt_tokens))
         retries = 0
+        attempts = 0
+        spent = Spent()
 
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
             nonlocal retries
@@ -264,56 +339,161 @@ class Services:
             log.info("retrying %s call in %.1fs after %s", role, delay, type(exc).__name__)
 
         def once() -> Any:
-            # a fresh usage tracker per call: nested tracking would double-count
+            from dspy.utils.usage_tracker import UsageTracker
+
+            nonlocal attempts
+            if self._fatal is not None:  # another call found the provider unusable
+                raise fatal_copy(self._fatal)
+            # every request (each retry too) waits for the run's rpm/tpm limiter, if any
+            ticket = take_ticket(self.rate_limiter, prompt_tokens, self.remaining_s)
+            if ticket is None:
+                self._stop("timeout")
+                raise LimitReached("timeout", "the time limit was reached waiting for the "
+                                   "rate limit")
+            attempts += 1
+            # a fresh usage tracker per attempt: nested tracking would double-count, and it is
+            # read even when the attempt raises (a reply that did not parse was still served)
+            tracker = UsageTracker()
             settings: dict[str, Any] = {"lm": self.lm, "track_usage": True,
-                                        "usage_tracker": None}
+                                        "usage_tracker": tracker}
             if self.dspy_adapter is not None:
                 settings["adapter"] = self.dspy_adapter
-            with dspy.context(**settings):
-                prediction = module(**inputs)
+            used: int | None = None
+            try:
+                with dspy.context(**settings):
+                    prediction = module(**inputs)
+            finally:
+                used = self._charge_attempt(tracker, spent)
+                ticket.done(used or None)
             if _is_empty(prediction):  # a bare LM (no FallbackLM around it) let one through
-                from ponder.engine.fallback import EmptyReply
+                from ponder.engine.failures import EmptyReply
 
                 raise EmptyReply(f"the provider sent an empty reply to the {role} call")
             return prediction
 
         started = time.perf_counter()
-        with self.tracker.span(role, SpanType.LLM, role=role,
-                               prompt_tokens=prompt_tokens) as span:
-            try:
-                prediction = call_with_retry(once, policy=self.retry, on_retry=on_retry)
-            except BaseException as exc:
-                # a call that failed after the model answered (a reply that did not validate)
-                # still cost tokens: charge what the error carries
-                tokens, cost = (0, 0), 0.0
-                if callable(getattr(exc, "get_lm_usage", None)):
-                    tokens = _usage_of(exc, 0)
-                    cost = self._model_info_of(self._served_by()).cost(*tokens)
+        try:
+            with self.tracker.span(role, SpanType.LLM, role=role,
+                                   prompt_tokens=prompt_tokens) as span:
+                try:
+                    prediction = call_with_retry(once, policy=self.retry, on_retry=on_retry)
+                except BaseException as exc:
+                    error = self._fatal_error(exc, attempts, started)
+                    note_attempts(error, attempts)
+                    self._record(role, inputs, None, started=started, retries=retries,
+                                 cached=False, tokens=(spent.input_tokens, spent.output_tokens),
+                                 cost=spent.cost, error=error, span=span)
+                    if error is not exc:
+                        raise error from exc
+                    raise
+                finally:
                     with self._lock:
-                        self.usage.add(input_tokens=tokens[0], output_tokens=tokens[1],
-                                       cost_usd=cost)
-                self._record(role, inputs, None, started=started, retries=retries,
-                             cached=False, tokens=tokens, cost=cost, error=exc)
-                raise
-            finally:
-                with self._lock:
-                    self.usage.add(retries=retries)
-            input_tokens, output_tokens = _usage_of(prediction, prompt_tokens)
-            served_by = self._served_by()
-            cost = self._model_info_of(served_by).cost(input_tokens, output_tokens)
-            with self._lock:
-                self.usage.add(calls=1, input_tokens=input_tokens,
-                               output_tokens=output_tokens, cost_usd=cost)
-            span.attributes.update(input_tokens=input_tokens, output_tokens=output_tokens,
-                                   retries=retries)
+                        self.usage.add(retries=retries)
+                if spent.requests == 0:
+                    # an LM that reports no usage: count the call, estimate its tokens
+                    input_tokens, output_tokens = _usage_of(prediction, prompt_tokens)
+                    cost = self._model_info_of(self._served_by()).cost(input_tokens,
+                                                                       output_tokens)
+                    with self._lock:
+                        self.usage.add(calls=1, input_tokens=input_tokens,
+                                       output_tokens=output_tokens, cost_usd=cost)
+                    spent.add(1, input_tokens, output_tokens, cost)
+                span.attributes.update(input_tokens=spent.input_tokens,
+                                       output_tokens=spent.output_tokens, retries=retries,
+                                       requests=spent.requests)
+        finally:
+            self._release(reservation)
+        served_by = self._served_by()
+        prediction = self._cap_reply(prediction, role)
         self._record(role, inputs, prediction, started=started, retries=retries, cached=False,
-                     tokens=(input_tokens, output_tokens), cost=cost, error=None)
+                     tokens=(spent.input_tokens, spent.output_tokens), cost=spent.cost,
+                     error=None, span=span)
         primary = self.names.get("adapter", (None, None))[0]
         # a reply a fallback adapter served is not the primary's: never cache it under its key
         if key is not None and (served_by is None or served_by == primary):
             self.cache.put(key, {"fields": _fields_of(prediction),
-                                 "tokens": [input_tokens, output_tokens]})
+                                 "tokens": [spent.input_tokens, spent.output_tokens]})
         return prediction
+
+    # --- metering, reservations, caps (the pieces live in ponder.engine.metering) ------------
+    def _charge_attempt(self, tracker: Any, spent: Spent) -> int:
+        """Add one attempt's requests (as its own dspy usage tracker saw them) to the run's
+        usage; returns the tokens they used."""
+        requests, input_tokens, output_tokens = tracker_usage(tracker)
+        if not requests:
+            return 0
+        cost = self._model_info_of(self._served_by()).cost(input_tokens, output_tokens)
+        with self._lock:
+            self.usage.add(calls=requests, input_tokens=input_tokens,
+                           output_tokens=output_tokens, cost_usd=cost)
+        spent.add(requests, input_tokens, output_tokens, cost)
+        return input_tokens + output_tokens
+
+    def _sent_tokens(self, signature: Any, inputs: dict[str, Any], fallback: int) -> int:
+        if self.max_tokens is None and self.max_cost is None:
+            return fallback  # nothing to reserve against: skip formatting the prompt
+        return sent_tokens(self.dspy_adapter, signature, inputs, fallback)
+
+    def _reserve(self, prompt_tokens: int) -> tuple[int, float]:
+        """Reserve one call's worst case before it is sent: the prompt as sent plus a full
+        ``max_output_tokens`` reply, at the model's prices (:class:`Reservations` waits or
+        refuses). See docs/configuration.md on how far a limit can be overshot."""
+        if self.max_tokens is None and self.max_cost is None:
+            return (0, 0.0)
+        output = max(int(self.model_info.max_output_tokens or 0), 0)
+        return self._reservations.reserve(self, prompt_tokens + output,
+                                          self.model_info.cost(prompt_tokens, output))
+
+    def _release(self, reservation: tuple[int, float]) -> None:
+        self._reservations.release(reservation)
+
+    def stopping(self) -> bool:
+        """Whether the run is ending (interrupted, out of time, or the provider unusable)."""
+        remaining = self.remaining_s()
+        return (self._interrupted.is_set() or self._fatal is not None
+                or (remaining is not None and remaining <= 0))
+
+    def reply_cap_chars(self) -> int:
+        """The most characters of one output field kept from a reply: eight per token of
+        ``max_output_tokens`` (a reply the provider capped cannot honestly be longer)."""
+        return max(int(self.model_info.max_output_tokens or 0), 512) * 8
+
+    def _cap_reply(self, prediction: Any, role: str) -> Any:
+        """``prediction`` with every text field cut to :meth:`reply_cap_chars`, and a problem
+        saying so: a reply far beyond ``max_output_tokens`` (a runaway or hostile server) must
+        not reach the output, the store or the next prompt unbounded."""
+        cap = self.reply_cap_chars()
+        longest = cap_fields(prediction, cap, _fields_of)
+        if longest:
+            problem = (f"a {role} reply was cut to {cap:,} characters per field (it had "
+                       f"{longest:,}, far beyond max_output_tokens = "
+                       f"{self.model_info.max_output_tokens})")
+            with self._lock:
+                if not any(p.startswith(f"a {role} reply was cut") for p in self.problems):
+                    self.problems.append(problem)
+            log.warning("%s", problem)
+        return prediction
+
+    def _fatal_error(self, exc: BaseException, attempts: int, started: float) -> BaseException:
+        """The error to raise for a call that failed for good; an unusable provider (no server
+        at the base URL, no API key) becomes the run's fatal error, which every later call
+        raises at once instead of retrying the same failure chunk after chunk."""
+        from ponder.engine.failures import AdapterAuthError
+        from ponder.support.retry import is_connection_error
+
+        if isinstance(exc, ProviderUnreachable | AdapterAuthError):
+            fatal = exc
+        elif isinstance(exc, Exception) and is_connection_error(exc):
+            url = base_url_of(self.lm, self.names.get("adapter", (None, None))[1])
+            fatal = ProviderUnreachable(unreachable_message(
+                exc, url, attempts, time.perf_counter() - started))
+        else:
+            return exc
+        with self._lock:
+            if self._fatal is None:
+                self._fatal = fatal
+                log.warning("%s", fatal)
+        return fatal
 
     def _served_by(self) -> str | None:
         """The adapter that served this thread's latest call (a fallback chain says which)."""
@@ -341,13 +521,18 @@ class Services:
             adapter=adapter or "", adapter_settings=adapter_settings,
             model=self.model_info.model, predictor=predictor or "",
             predictor_settings=predictor_settings,
-            prompt_format=type(self.dspy_adapter).__name__ if self.dspy_adapter else "default",
+            prompt_format=(type(self.dspy_adapter).__name__ if self.dspy_adapter else "default")
+            + (self.prompts.cache_tag(signature) if self.prompts else ""),
             signature=signature, inputs=inputs)
 
     def _record(self, role: str, inputs: dict[str, Any], prediction: Any, *,
                 started: float | None, retries: int, cached: bool, tokens: tuple[int, int],
-                cost: float, error: BaseException | None) -> None:
-        """Hand one call's record to ``on_call`` (the run store); never fails the run."""
+                cost: float, error: BaseException | None, span: Any = None) -> None:
+        """Hand one call's record to ``on_call`` (the run store); never fails the run.
+
+        With ``[telemetry] capture_content`` (the tracker's ``capture_content``, set by
+        ``ponder.engine.telemetry``) the LM span also keeps the prompt and reply text, which
+        the exporters send as GenAI messages (redacted); otherwise spans hold no content."""
         if self.on_call is None:
             return
         adapter = None if cached else self._served_by()
@@ -366,10 +551,14 @@ class Services:
             "cost_usd": cost,
             "retries": retries,
             "cached": cached,
-            "error": None if error is None else f"{type(error).__name__}: {error}",
+            "error": None if error is None else f"{type(error).__name__}: {describe_error(error)}",
             "prompt": prompt,
             "reply": reply,
         }
+        if span is not None and getattr(self.tracker, "capture_content", False):
+            from ponder.support.secrets import clean_secrets
+
+            span.attributes["content"] = clean_secrets({"prompt": prompt, "reply": reply})
         try:
             self.on_call(record)
         except Exception as exc:  # the record is secondary to the answer
@@ -380,7 +569,13 @@ class Services:
     # --- parallel map ---------------------------------------------------------------------------
     def map(self, fn: Callable[[int, T], ChunkResult], items: Sequence[T], *,
             label: str = "chunks") -> BatchResult:
-        """``fn(index, item)`` over ``items`` with the concurrency cap; never loses an item."""
+        """``fn(index, item)`` over ``items`` with the concurrency cap; never loses an item.
+
+        The items run on :attr:`executor` (``[executor]``: threads here, or Ray actors, which
+        send each item's usage, call records and spans back with its result; see
+        :mod:`ponder.engine.executor`); results, failures, progress and the stop reason are
+        kept here, the same under every executor.
+        """
         from ponder.support.progress import ProgressContext
 
         results: dict[int, ChunkResult] = {}
@@ -392,56 +587,40 @@ class Services:
                 with self.tracker.span(f"{label}[{index}]", SpanType.CHUNK, index=index):
                     return fn(index, item)
 
-            pool = _DaemonPool(self.concurrency, thread_name_prefix="ponder")
-            pending: dict[futures.Future[ChunkResult], int] = {}
-            next_index = 0
+            # the executor yields each started item as it finishes (completion order)
+            outcomes = self.executor.map(run_one, items, services=self,
+                                         concurrency=self.concurrency)
             try:
-                while next_index < len(items) or pending:
-                    # keep at most `concurrency` in flight, so a limit stops new submissions
-                    while (next_index < len(items) and len(pending) < self.concurrency
-                           and self.stopped_by is None):
-                        future = pool.submit(in_current_context(run_one), next_index,
-                                             items[next_index])
-                        pending[future] = next_index
-                        next_index += 1
-                    if not pending:
-                        break
-                    remaining = self.remaining_s()
-                    done, _ = futures.wait(
-                        pending, timeout=None if remaining is None else max(remaining, 0),
-                        return_when=futures.FIRST_COMPLETED)
-                    if not done:  # the deadline passed with calls in flight: cancel them
-                        self._stop("timeout")
-                        break
-                    for future in done:
-                        index = pending.pop(future)
-                        try:
-                            results[index] = future.result()
-                            progress.update(advance=1, status="processing")
-                        except LimitReached as exc:
-                            failed[index] = FailedChunk(error=str(exc), index=index,
-                                                        kind=exc.limit)
-                            progress.fail()
-                        except Exception as exc:  # one chunk's failure never ends the run
-                            failed[index] = FailedChunk.from_exception(index, exc)
-                            progress.fail()
+                for outcome in outcomes:
+                    index = outcome.index
+                    if outcome.status == "cancelled":  # in flight when the run stopped
+                        remaining = self.remaining_s()
+                        if remaining is not None and remaining <= 0:
+                            self._stop("timeout")
+                        failed.setdefault(index, FailedChunk(
+                            error=f"cancelled: {self.stopped_by or 'stopped'}", index=index,
+                            kind=self.stopped_by or "cancelled"))
+                    elif outcome.error is None:
+                        results[index] = outcome.value
+                        progress.update(advance=1, status="processing")
+                    elif isinstance(outcome.error, LimitReached):
+                        failed[index] = FailedChunk(error=str(outcome.error), index=index,
+                                                    kind=outcome.error.limit)
+                        progress.fail()
+                    elif isinstance(outcome.error, Exception):  # one failure never ends the run
+                        failed[index] = FailedChunk.from_exception(index, outcome.error)
+                        progress.fail()
+                    else:  # KeyboardInterrupt, SystemExit from the item: the run ends
+                        raise outcome.error
             except KeyboardInterrupt:
                 self.interrupt()
-            finally:
-                for future, index in pending.items():
-                    # a call that finished as the run stopped was paid for: keep its result
-                    if future.done() and not future.cancelled() and future.exception() is None:
-                        results[index] = future.result()
-                        progress.update(advance=1, status="processing")
-                        continue
-                    future.cancel()
-                    failed.setdefault(index, FailedChunk(
-                        error=f"cancelled: {self.stopped_by or 'stopped'}", index=index,
-                        kind=self.stopped_by or "cancelled"))
-                # never wait for abandoned in-flight calls: the deadline is hard (and the
-                # workers are daemon threads, so they do not hold up the process's exit either)
-                pool.shutdown()
-            for index in range(next_index, len(items)):
+            finally:  # cancels what is queued or in flight (a no-op once it has ended)
+                close = getattr(outcomes, "close", None)
+                if callable(close):
+                    close()
+            for index in range(len(items)):  # never started: listed, not dropped
+                if index in results:
+                    continue
                 failed.setdefault(index, FailedChunk(
                     error=f"not processed: {self.stopped_by or 'stopped'}", index=index,
                     kind=self.stopped_by or "cancelled"))
@@ -450,52 +629,8 @@ class Services:
                            failed=[failed[i] for i in sorted(failed)])
 
 
-class _DaemonPool:
-    """A minimal thread pool whose workers are daemon threads.
-
-    ``concurrent.futures.ThreadPoolExecutor`` joins its workers at interpreter exit, so a call
-    abandoned at the deadline (or on Ctrl-C) would keep ``ponder ask`` alive until the provider
-    answered, up to the HTTP timeout. Here an abandoned call is left to die with the process.
-    """
-
-    def __init__(self, workers: int, *, thread_name_prefix: str) -> None:
-        import queue
-
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._workers = workers
-        self._prefix = thread_name_prefix
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> futures.Future[T]:
-        future: futures.Future[T] = futures.Future()
-        with self._lock:
-            self._queue.put((future, fn, args))
-            # callers keep at most `workers` items in flight, so one thread per slot suffices
-            if len(self._threads) < self._workers:
-                thread = threading.Thread(target=self._work, daemon=True,
-                                          name=f"{self._prefix}_{len(self._threads)}")
-                self._threads.append(thread)
-                thread.start()
-        return future
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            future, fn, args = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:  # handed to the waiting side, as the stdlib does
-                    future.set_exception(exc)
-
-    def shutdown(self) -> None:
-        """Stop the workers once the queued work is done or cancelled; never waits."""
-        with self._lock:
-            for _ in self._threads:
-                self._queue.put(None)
+#: the thread pool moved to :mod:`ponder.engine.executor`; the old name still works
+_DaemonPool = DaemonPool
 
 
 @functools.lru_cache(maxsize=256)  # signatures are classes, built once per run: measure once

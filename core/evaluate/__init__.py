@@ -29,6 +29,7 @@ _LAZY: dict[str, str] = {
     "load_dataset": "ponder.evaluate.dataset",
     "read_dataset": "ponder.evaluate.dataset",
     "BaseMetric": "ponder.evaluate.metric",
+    "MetricError": "ponder.evaluate.metric",
     "Score": "ponder.evaluate.metric",
     "as_dspy_metric": "ponder.evaluate.metric",
     "build_metric": "ponder.evaluate.metric",

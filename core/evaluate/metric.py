@@ -48,6 +48,18 @@ class Score:
             raise ValueError(f"a metric score must be in [0, 1] or None, got {self.value!r}")
 
 
+class MetricError(Exception):
+    """A metric could not score an example; ``usage`` is what it spent trying (an
+    ``llm_judge`` call that failed past its retries, or whose grade did not parse, was still
+    sent and priced), so the eval reports that spend with the failure instead of losing it.
+
+    Any other exception a metric raises fails the example the same way, with no usage."""
+
+    def __init__(self, message: str, *, usage: Mapping[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.usage = dict(usage) if usage else None
+
+
 def as_score(result: Any) -> Score:
     """A metric's return value as a :class:`Score` (a bare float or bool is accepted)."""
     if isinstance(result, Score):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.errors import ConfigError
+from ponder.evaluate.results import metric_union
 from ponder.support.secrets import redact
 
 WORST = 10
@@ -27,7 +28,7 @@ def _matplotlib() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise ConfigError("--report needs matplotlib: pip install 'ponder[report]'") from None
+        raise ConfigError("--report needs matplotlib: pip install -e '.[report]'") from None
     matplotlib.use("Agg")  # no display: draw to memory
     import matplotlib.pyplot as plt
 
@@ -99,12 +100,16 @@ def tag_plot(results: Sequence[Any]) -> str | None:
     fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(tags) * max(1, len(results))), 4.0))
     width = 0.8 / len(results)
     for k, result in enumerate(results):
-        values = [(result.by_tag.get(t, {}).get(metric) or 0.0) for t in tags]
+        means = [result.by_tag.get(t, {}).get(metric) for t in tags]
         positions = [i + (k - (len(results) - 1) / 2) * width for i in range(len(tags))]
-        ax.bar(positions, values, width=width, label=result.label)
+        bars = ax.bar(positions, [m or 0.0 for m in means], width=width, label=result.label)
+        # each bar says its value: a mean of 0 is a bar you cannot see, and a tag none of
+        # whose examples ran ("n/a") must not pass for one
+        ax.bar_label(bars, labels=["n/a" if m is None else f"{m:.2f}" for m in means],
+                     fontsize=7, padding=2)
     ax.set_xticks(range(len(tags)))
     ax.set_xticklabels(tags, rotation=30, ha="right")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.12)
     ax.set_ylabel(f"{metric} (mean)")
     ax.set_title(f"{metric} per tag")
     ax.grid(axis="y", alpha=0.3)
@@ -125,12 +130,13 @@ def _cell(entry: dict[str, Any]) -> str:
 
 
 def _table(results: Sequence[Any]) -> str:
-    metrics = results[0].metrics
+    metrics = metric_union(results)
     head = "".join(f"<th>{_e(m)} (95% CI)</th>" for m in metrics)
     rows = []
     for r in results:
         u, lat = r.usage, r.latency_s
-        cells = "".join(f"<td>{_cell(r.scores[m])}</td>" for m in metrics)
+        scores = r.scores
+        cells = "".join(f"<td>{_cell(scores.get(m, {}))}</td>" for m in metrics)
         rows.append(f"<tr><td>{_e(r.label)}</td>{cells}<td>{r.examples}</td>"
                     f"<td>{r.failed}{f' (+{len(r.not_run)} not run)' if r.not_run else ''}</td>"
                     f"<td>{u['calls']}</td><td>{u['tokens']}</td><td>${u['cost']:.4f}</td>"
@@ -220,11 +226,25 @@ def write_report(out_dir: str | Path, results: Sequence[Any], comparisons: Seque
     from ponder.support.fileutils import atomic_write
 
     text = render_report(results, comparisons)
+    path = prepare_report_dir(out_dir) / "report.html"
+    try:
+        atomic_write(path, text)
+    except OSError as exc:
+        raise ConfigError(f"--report {out_dir}: cannot write {path}: {exc}") from None
+    return path
+
+
+def prepare_report_dir(out_dir: str | Path) -> Path:
+    """Make (or check) the report's folder; a path that cannot hold it is bad input (exit 2).
+    ``ponder eval`` calls this before asking anything, so a typo in ``--report`` never costs
+    an eval's results."""
+    import os
+
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--report {out_dir}: cannot create the folder: {exc}") from None
-    path = out / "report.html"
-    atomic_write(path, text)
-    return path
+    if not os.access(out, os.W_OK):
+        raise ConfigError(f"--report {out_dir}: the folder is not writable")
+    return out

@@ -78,6 +78,15 @@ class ExampleResult:
                 "resumed": self.resumed}
 
 
+def metric_union(results: Sequence[EvalResult]) -> list[str]:
+    """Every metric of ``results``, first seen first: evals recorded with different metrics
+    (``ponder eval compare``) share one table, a metric a result lacks shown as ``-``."""
+    names: list[str] = []
+    for result in results:
+        names.extend(m for m in result.metrics if m not in names)
+    return names
+
+
 def _interval(values: Sequence[float], seed: int) -> dict[str, Any]:
     mean, low, high = bootstrap_ci(values, seed=seed)
     return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(values)}
@@ -98,6 +107,13 @@ class EvalResult:
     not_run: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     config: dict[str, Any] = attrs.field(factory=dict)
     seed: int = 0
+    #: ``done`` (every selected example ran or failed), ``interrupted`` (Ctrl-C: ``not_run``
+    #: lists what was left), ``stopped`` (a consumer stopped it), or ``running`` (read back
+    #: from the store while another process still runs it)
+    status: str = "done"
+    #: why the eval stopped by itself before every example ran (the provider could not be
+    #: used: every further example would have failed the same way), or None
+    stop_reason: str | None = None
 
     # --- summary ---------------------------------------------------------------------------------
     @property
@@ -165,7 +181,8 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "eval_id": self.eval_id, "label": self.label, "dataset": self.dataset,
+            "eval_id": self.eval_id, "label": self.label, "status": self.status,
+            "dataset": self.dataset,
             "dataset_digest": self.dataset_digest, "config_digest": self.config_digest,
             "metrics": list(self.metrics), "examples": self.examples,
             "ran": len(self.per_example) - self.failed, "failed": self.failed,
@@ -173,7 +190,7 @@ class EvalResult:
             "score": self.score, "usage": self.usage, "latency_s": self.latency_s,
             "by_tag": self.by_tag,
             "failures": [{"id": r.id, "failure": r.failure} for r in self.failures],
-            "not_run_ids": list(self.not_run),
+            "not_run_ids": list(self.not_run), "stop_reason": self.stop_reason,
             "per_example": [r.to_dict() for r in self.per_example],
         }
 

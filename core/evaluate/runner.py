@@ -32,7 +32,8 @@ import attrs
 from ponder.engine.budget import ConcurrencyBudget
 from ponder.errors import ConfigError, PonderError
 from ponder.evaluate.dataset import Dataset, Example, load_dataset
-from ponder.evaluate.metric import as_score, build_metrics
+from ponder.evaluate.metric import MetricError, as_score, build_metrics
+from ponder.evaluate.progress import EvalStatus
 from ponder.evaluate.results import (
     EvalResult,
     ExampleResult,
@@ -97,6 +98,7 @@ class Evaluator:
                  budget: ConcurrencyBudget | None = None, label: str | None = None,
                  default_sources: Sequence[str] = (), seed: int | None = None) -> None:
         from ponder.engine.system import System
+        from ponder.evaluate.variant_system import VariantSystem
         from ponder.kernel.config import Config, load_config
 
         if isinstance(config_or_system, System):
@@ -128,7 +130,9 @@ class Evaluator:
         # each ask may widen to the whole budget when few examples are left
         run_config = attrs.evolve(config, limits=attrs.evolve(config.limits,
                                                               concurrency=self.budget.slots))
-        self.system = System(run_config, plugins=plugins, progress="silent", budget=self.budget)
+        # one System for every example of this variant: plugins, executor and the run store
+        # (opened once, shared by the asks) are reused, not rebuilt per ask
+        self.system = VariantSystem(run_config, plugins=plugins, budget=self.budget)
         if isinstance(metrics, Mapping):
             self.metrics = dict(metrics)
         else:
@@ -140,27 +144,48 @@ class Evaluator:
         self.resume = resume
         self.default_sources = tuple(os.path.abspath(s) for s in default_sources)
         self._stop = threading.Event()
+        #: why the eval stopped handing out examples by itself (a provider that cannot be
+        #: used), or None
+        self.stop_reason: str | None = None
         self.store: EvalStore | None = None
+        #: ``store`` wraps a storage handed in (closed here too, as before), not the System's
+        self._close_given_store = storage is not None and storage is not False
         if storage is False:
             self.store = None
         elif storage is not None:
             self.store = EvalStore(storage)
         else:
-            opened = self.system.open_storage()
+            opened = self.system.shared_storage()
             self.store = EvalStore(opened) if opened is not None else None
 
     # --- identity -----------------------------------------------------------------------------
     def eval_id(self, dataset: Dataset) -> str:
-        text = json.dumps([dataset.digest, self.config_digest, list(self.metrics)])
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        """Stable id of this eval: the dataset's digest, the config's and the metrics, plus the
+        default SOURCES when there are any (the same dataset over another folder is another
+        eval; without them the id is what it always was)."""
+        parts: list[Any] = [dataset.digest, self.config_digest, list(self.metrics)]
+        if self.default_sources:
+            parts.append(list(self.default_sources))
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
 
     def stop(self) -> None:
         """Hand out no further examples (those running finish and are recorded)."""
         self._stop.set()
 
+    def _give_up(self, reason: str) -> None:
+        """The provider cannot be used (no server at the base URL, a refused key): every
+        further example would fail the same way after the same retries, so none is handed
+        out; they are listed as not run, and a rerun (the provider fixed) asks them."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.warning("stopping the eval: %s", reason)
+        self._stop.set()
+
     def close(self) -> None:
-        if self.store is not None:
+        """Close the run store(s) (idempotent)."""
+        if self.store is not None and self._close_given_store:
             self.store.close()
+        self.system.close()
 
     # --- one example --------------------------------------------------------------------------
     def _sources(self, example: Example) -> tuple[str, ...]:
@@ -186,6 +211,8 @@ class Evaluator:
             answer = self.system.ask(example.question, list(sources))
         except PonderError as exc:
             facts["failure"] = redact(str(exc))
+            if _unusable_provider([type(exc).__name__]):
+                self._give_up(facts["failure"])
             return None, {**facts, "latency_s": time.perf_counter() - started}
         except Exception as exc:  # a provider failing past the retries, a plugin's bug
             facts["failure"] = redact(f"{type(exc).__name__}: {exc}")
@@ -204,6 +231,8 @@ class Evaluator:
         if status in ("failed", "interrupted") or (answer.partial and not answer.answer):
             facts["failure"] = redact(f"no answer: {answer.note or answer.stopped_by or ''}"
                                       .strip())
+            if status == "failed" and _unusable_provider([f.kind for f in answer.failures]):
+                self._give_up(facts["failure"])
             return None, facts
         return prediction, facts
 
@@ -226,9 +255,14 @@ class Evaluator:
             try:
                 score = as_score(metric.score(example, prediction))
             except Exception as exc:
-                message = redact(f"metric {name}: {type(exc).__name__}: {exc}")
+                # a MetricError carries what the metric spent trying (a judge call that failed
+                # was still sent and priced): kept with the error, so judge usage stays true
+                text = str(exc) if isinstance(exc, MetricError) else \
+                    f"{type(exc).__name__}: {exc}"
+                message = redact(f"metric {name}: {text}")
                 scores[name] = {"value": None, "error": message, "gold": example.gold_digest,
-                                "metric": self._metric_ids[name]}
+                                "metric": self._metric_ids[name],
+                                "usage": getattr(exc, "usage", None)}
                 failure = failure or message
                 continue
             scores[name] = {"value": score.value, "feedback": score.feedback,
@@ -301,6 +335,7 @@ class Evaluator:
             todo.put(None)
         done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stop.clear()
+        self.stop_reason = None
         closed = threading.Event()
 
         def work() -> None:
@@ -344,28 +379,25 @@ class Evaluator:
         self._record_eval(eval_id, dataset, examples, status="running")
         results: dict[str, ExampleResult] = {}
         status = "done"
-        score_sum = {"n": 0, "total": 0.0, "cost": 0.0}
-        first = next(iter(self.metrics))
+        # the rich bar has a time-remaining column of its own; the plain lines carry the ETA
+        shown = EvalStatus(len(examples), next(iter(self.metrics)),
+                           eta=self.progress == "plain")
         with ProgressContext(total=len(examples), description=f"eval {self.label}",
                              model=self.system.config.adapter.name or "",
                              mode=self.progress) as progress:  # type: ignore[arg-type]
             try:
                 for result in self.iter(examples):
                     results[result.id] = result
-                    score_sum["cost"] += result.usage.get("cost", 0) + result.judge_usage.get(
-                        "cost", 0)
-                    if result.ok and result.scores.get(first) is not None:
-                        score_sum["n"] += 1
-                        score_sum["total"] += float(result.scores[first])
-                    mean = score_sum["total"] / score_sum["n"] if score_sum["n"] else 0.0
-                    text = f"{first} {mean:.3f}, ${score_sum['cost']:.4f}"
-                    if result.ok:
-                        progress.update(advance=1, status=text)
-                    else:
-                        progress.update(advance=1, failed=1, status=text)
+                    shown.add(result)
+                    progress.update(advance=1, failed=0 if result.ok else 1,
+                                    status=shown.text())
             except KeyboardInterrupt:
                 self.stop()
                 status = "interrupted"
+            if len(results) < len(examples):  # the progress line's last word says why
+                progress.update(status="cancelled by Ctrl-C" if status == "interrupted"
+                                else "cancelled: the provider cannot be used"
+                                if self.stop_reason else "cancelled: stopped")
         ordered = [results[e.id] for e in examples if e.id in results]
         not_run = [e.id for e in examples if e.id not in results]
         if not_run and status == "done":
@@ -375,7 +407,8 @@ class Evaluator:
             dataset_digest=dataset.digest, config_digest=self.config_digest,
             metrics=list(self.metrics), per_example=ordered,
             binary={n: bool(getattr(m, "binary", False)) for n, m in self.metrics.items()},
-            not_run=not_run, config=self.config.to_dict(masked=True), seed=self.seed)
+            not_run=not_run, config=self.config.to_dict(masked=True), seed=self.seed,
+            status=status, stop_reason=self.stop_reason if not_run else None)
         self._record_eval(eval_id, dataset, examples, status=status, result=result)
         return result
 
@@ -408,6 +441,14 @@ class Evaluator:
             self.store.put_eval(eval_id, record)
         except Exception as exc:  # recording is secondary to the results
             log.warning("could not record eval %s: %s", eval_id, exc)
+
+
+#: failure kinds (exception class names) that no retry and no other example can get past
+_UNUSABLE = frozenset({"ProviderUnreachable", "AdapterAuthError"})
+
+
+def _unusable_provider(kinds: Sequence[str]) -> bool:
+    return bool(kinds) and all(kind in _UNUSABLE for kind in kinds)
 
 
 def evaluate(system_or_config: Any, dataset: Any, metrics: Sequence[str] = ("contains",), *,

@@ -129,4 +129,5 @@ def load_result(store: EvalStore, eval_id: str) -> Any:
         dataset_digest=record.get("dataset_digest", ""),
         config_digest=record["config_digest"], metrics=record["metrics"],
         per_example=per_example, binary=record.get("binary", {}), not_run=not_run,
-        config=record.get("config", {}), seed=record.get("seed", 0))
+        config=record.get("config", {}), seed=record.get("seed", 0),
+        status=record.get("status") or "done")

@@ -52,7 +52,7 @@ class Retriever(Protocol):
     A retriever whose index is worth keeping (embeddings) also provides ``dump() -> bytes`` and
     ``load(data: bytes, chunks)``; the kernel then saves the index in storage, keyed by the
     retriever, its settings and the chunks' digest, so a second run over the same sources does
-    not index again (see :meth:`ponder.engine.services.Services.retrieve`).
+    not index again (see :meth:`ponder.engine.services.Services.index`).
     """
 
     def index(self, chunks: Sequence[Any]) -> None: ...
@@ -139,10 +139,16 @@ class Tool(Protocol):
 class Metric(Protocol):
     """Scores one prediction against one example: a float in [0, 1].
 
-    ``score(example, prediction) -> Score`` where ``example`` is a :class:`ponder.evaluate`
-    example (question, gold ``answer``, ``evidence``, metadata) and ``prediction`` an
-    :class:`ponder.engine.answer.Answer` (or anything with ``answer`` and ``citations``). A
-    ``Score`` has ``value``, optional ``feedback`` text and optional ``parts`` (sub-scores).
+    ``score(example, prediction) -> Score`` where ``example`` is a
+    :class:`ponder.evaluate.dataset.Example` (question, gold ``answer``, ``evidence``,
+    ``sources``, ``metadata``) or a ``dspy.Example``, and ``prediction`` a
+    :class:`ponder.evaluate.results.Prediction` (``answer``, ``citations``) or a
+    ``dspy.Prediction``. A :class:`ponder.evaluate.metric.Score` has ``value`` (None: the metric
+    does not apply, left out of the mean), optional ``feedback`` text, optional ``parts``
+    (sub-scores) and optional ``usage`` (LM calls the metric itself made, counted apart). A
+    float return is accepted too. Subclassing :class:`ponder.evaluate.metric.BaseMetric` makes a
+    metric a DSPy metric as well (``metric(example, prediction, trace=None)``); an optional
+    ``bind(plugin_set)`` is called before scoring (a judge building its own adapter).
     """
 
     def score(self, example: Any, prediction: Any) -> Any: ...
@@ -150,10 +156,18 @@ class Metric(Protocol):
 
 @runtime_checkable
 class Optimizer(Protocol):
-    """Searches a variable space for the configuration (and prompts) that score best.
+    """Searches a variable space for the configuration that scores best.
 
-    ``optimize(study)`` drives trials through the study it is handed (which evaluates a
-    candidate, records it, enforces the budget) and returns when the study says stop.
+    ``optimize(study)`` drives trials through the :class:`ponder.optimize.study.Study` it is
+    handed and returns when ``study.should_stop()`` is true. It proposes points of
+    ``study.space`` (``sample(rng)``, ``grid()``, the variables in dependency order with
+    ``active(assignment)``) and hands each to ``study.evaluate(assignment, number=N,
+    report=fn)``, which evaluates the candidate on the train examples, charges the budget,
+    records trial ``N`` and returns a ``TrialResult`` (``status``, ``score``, ``cost``, …,
+    ``value(objective)``); ``report(step, value)`` is called after each example and returning
+    True stops the trial (pruning). ``study.seed``, ``study.objectives`` / ``directions`` and
+    ``study.optuna_url`` (where a resumable sampler keeps its state) are read-only. Optional:
+    ``min_trials`` (fewer and it cannot learn anything; the estimate warns).
     """
 
     def optimize(self, study: Any) -> Any: ...
@@ -164,21 +178,39 @@ class Executor(Protocol):
     """Runs a batch of independent work items: the map calls of a strategy, the examples of
     an eval, the trials of an optimizer, the ``for_each`` items of a pipeline.
 
-    ``map(fn, items, *, concurrency, should_stop)`` yields ``(index, outcome)`` pairs as they
-    finish, where ``outcome`` is the item's return value or the exception it raised; it stops
-    handing out new items once ``should_stop()`` is true and cancels what is queued.
+    ``map(task, items, *, services, concurrency)`` calls ``task(index, item)`` with at most
+    ``concurrency`` in flight and yields an ``Outcome(index, value | error)`` per started item as
+    it finishes (completion order); it starts nothing once ``services.stopped_by`` is set, waits
+    no longer than ``services.remaining_s()``, then yields the items still in flight as
+    ``cancelled`` and cancels what is queued. An executor whose workers are other processes
+    ships each item's usage and call records back and adds them to ``services`` (see
+    ``ponder.engine.remote``), so calls are counted, priced and recorded in the driver.
+    ``rate_limiter(rpm, tpm, window_s=60)`` is the run's one limiter every worker reaches;
+    ``close()`` frees the workers. The full contract: ``ponder.engine.executor``.
     """
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, concurrency: int,
-            should_stop: Callable[[], bool]) -> Any: ...
+    def map(self, task: Callable[[int, Any], Any], items: Sequence[Any], *, services: Any,
+            concurrency: int) -> Any: ...
+
+    def rate_limiter(self, rpm: float | None, tpm: int | None, *,
+                     window_s: float = 60.0) -> Any: ...
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable
 class Exporter(Protocol):
     """Sends a finished run's spans to a tracing backend (OpenTelemetry, a JSONL file…).
 
-    ``export(spans, resource)`` takes ponder's span dicts (already cleaned of secrets) and
-    ``shutdown()`` flushes what is buffered.
+    ``export(spans, resource)`` is called once per run, when its root span closes, with the
+    run's spans as OpenTelemetry-shaped dicts, parents first: ``name``, ``kind`` (``INTERNAL`` /
+    ``CLIENT``), ``trace_id`` (32 hex), ``span_id`` and ``parent_span_id`` (16 hex or None),
+    ``start_time_unix_nano``, ``end_time_unix_nano``, ``status`` (``{"code": "OK"|"ERROR",
+    "description"}``) and ``attributes`` (GenAI semantic conventions plus ``ponder.*``; see
+    :mod:`ponder.engine.telemetry`), already cleaned of secrets; ``resource`` holds
+    ``service.name``, ``service.version``, ``ponder.run_id``. ``shutdown()`` flushes what is
+    buffered and is called after every export; it must be safe to call twice. An exporter
+    that raises is logged, never fatal to the run. Settings come from ``[telemetry.<name>]``.
     """
 
     def export(self, spans: Sequence[dict[str, Any]], resource: dict[str, Any]) -> None: ...

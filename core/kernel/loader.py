@@ -24,8 +24,8 @@ from typing import Any
 import attrs
 import pluggy
 
-from ponder.kernel import hookspecs
 from ponder.errors import PonderError
+from ponder.kernel import hookspecs
 from ponder.kernel.registry import DuplicateNameError, Provider, Registration, Registry, validate
 
 log = logging.getLogger("ponder.plugins")
@@ -59,8 +59,17 @@ class PluginInfo:
         return "local" if self.local else ("built-in" if self.builtin else "installed")
 
     def describe(self) -> str:
+        if self.distribution.startswith("("):  # "(local)", "(in-process)": already in brackets
+            return f"plugin {self.name!r} {self.distribution}"
         version = f" {self.version}" if self.version else ""
         return f"plugin {self.name!r} ({self.distribution}{version})"
+
+    def how_to_disable(self) -> str:
+        """What the user changes to stop loading this plugin."""
+        if self.local and self.distribution == "(local)":
+            # named by --plugin or [plugins] load: PONDER_DISABLE_PLUGINS would be a detour
+            return f"Stop loading it: remove {self.module!r} from --plugin / [plugins] load"
+        return f"Disable it with PONDER_DISABLE_PLUGINS={self.name}"
 
     def to_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self)
@@ -214,12 +223,19 @@ def _describe(exc: BaseException) -> str:
 
 
 def _fail(info: PluginInfo, reason: str, *, strict: bool) -> None:
+    from ponder.support.secrets import redact
+
+    # A plugin's exception text is its own: it may hold a key (a licence check, a URL with a
+    # token). It is redacted here, once, so every place that shows it (the log line, the
+    # `ponder plugins` table and --json, `config check`) shows the masked text.
+    reason = redact(reason)
     info.status = "failed"
     info.error = reason
-    message = f"{info.describe()} failed to load and was skipped: {reason}"
-    if strict:
-        raise PluginLoadError(message + " (strict mode: PONDER_STRICT_PLUGINS=1)")
-    log.warning("%s. Disable it with PONDER_DISABLE_PLUGINS=%s", message, info.name)
+    if strict:  # nothing is skipped: the run stops here
+        raise PluginLoadError(f"{info.describe()} failed to load: {reason} (strict mode: "
+                              "PONDER_STRICT_PLUGINS=1 or [plugins] strict = true)")
+    log.warning("%s failed to load and was skipped: %s. %s", info.describe(), reason,
+                info.how_to_disable())
 
 
 def load_plugins(

@@ -26,8 +26,10 @@ from ponder.kernel.render import toml_key, toml_value
 ARTIFACT_KIND = "program"
 
 
-def render_program(overrides: list[tuple[str, Any]], provenance: Mapping[str, Any]) -> str:
-    """The program's TOML text: the overrides by section, then ``[optimize.program]``."""
+def render_program(overrides: list[tuple[str, Any]], provenance: Mapping[str, Any],
+                   prompts: Mapping[str, str] | None = None) -> str:
+    """The program's TOML text: the overrides by section, ``[optimize.program]``, then the
+    compiled predictor state ``[optimize.prompts]`` (signature name = DSPy JSON state)."""
     sections: dict[str, dict[str, Any]] = {}
     # a plugin's name before its settings: choosing a plugin drops settings set before it
     for dotted, value in sorted(overrides, key=lambda kv: not kv[0].endswith(".name")):
@@ -44,6 +46,12 @@ def render_program(overrides: list[tuple[str, Any]], provenance: Mapping[str, An
     for key, value in provenance.items():
         if value is not None:
             lines.append(f"{toml_key(key)} = {toml_value(value)}")
+    if prompts:
+        lines += ["", "# the compiled predictor state: per signature, DSPy's JSON state of its",
+                  "# predictor (demos, instructions); applied as each module is built",
+                  "[optimize.prompts]"]
+        lines.extend(f"{toml_key(name)} = {toml_value(text)}"
+                     for name, text in sorted(prompts.items()))
     return "\n".join(lines) + "\n"
 
 
@@ -81,6 +89,10 @@ def program_overrides(name_or_file: str, storage: Any = None) -> list[tuple[tupl
     out: list[tuple[tuple[str, ...], Any, str]] = []
     for section, values in data.items():
         if section == "optimize":
+            # the compiled predictor state travels; the provenance is for the record only
+            prompts = values.get("prompts") if isinstance(values, Mapping) else None
+            for name, text in sorted((prompts or {}).items()):
+                out.append((("optimize", "prompts", name), text, origin))
             continue
         if not isinstance(values, Mapping):
             out.append(((section,), values, origin))

@@ -23,7 +23,7 @@ def write_report(study: Any, directory: str) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("--report needs matplotlib: pip install 'ponder[report]'") from None
+        raise ConfigError("--report needs matplotlib: pip install -e '.[report]'") from None
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     trials = [t for t in study.trials() if t.score is not None]

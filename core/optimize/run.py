@@ -25,7 +25,13 @@ from typing import Any
 import attrs
 
 from ponder.errors import ConfigError
-from ponder.optimize.study import NAMESPACE, Budget, Study, check_objectives
+from ponder.optimize.study import (  # build_optimizer: re-exported, callers use run's
+    NAMESPACE,
+    Budget,
+    Study,
+    build_optimizer,  # noqa: F401
+    check_objectives,
+)
 
 
 @attrs.define
@@ -81,23 +87,6 @@ def optuna_url(storage: Any) -> str | None:
     if not location or location == ":memory:":
         return None
     return f"sqlite:///{Path(location).resolve().with_name('optuna.sqlite')}"
-
-
-def build_optimizer(name: str, plugins: Any, config: Any) -> Any:
-    from ponder.kernel.config import structure_settings
-    from ponder.kernel.registry import RegistryError
-
-    try:
-        entry = plugins.get("optimizer", name)
-    except RegistryError as exc:
-        raise ConfigError(f"--optimizer: {exc}") from None
-    section = config.section("optimize")
-    options = section.get(name, {}) if isinstance(section.get(name, {}), dict) else {}
-    if entry.settings is None:
-        return entry.factory()
-    settings = structure_settings(entry.settings, options, section=f"optimize.{name}",
-                                  origins=config.origins)
-    return entry.factory(settings)
 
 
 def make_study(plan: RunPlan, *, space: Any, train: Any, plugins: Any, storage: Any,
@@ -177,7 +166,7 @@ def finish(study: Study, *, base: Any, val: Any, dataset: Any) -> dict[str, Any]
         summary["baseline_val"] = {"score": baseline.score, "usage": baseline.usage}
     if best is None:
         return summary
-    config = study.space.to_config(best.assignment, trial=best.number)
+    config = study.config_for(best.assignment, trial=best.number)
     summary["best"] = best.to_dict()
     reason = reason or study.over_budget()
     if reason is None:
@@ -191,7 +180,9 @@ def finish(study: Study, *, base: Any, val: Any, dataset: Any) -> dict[str, Any]
         "train_score": best.score, "val_score": summary["best_val"]["score"],
         "baseline_val_score": summary["baseline_val"]["score"],
     }
-    text = render_program(study.space.overrides(best.assignment), provenance)
+    prompts = study.prompts_of(best.assignment)
+    text = render_program(study.space.overrides(best.assignment), provenance,
+                          prompts=prompts.to_table() if prompts else None)
     save_program(study.storage, study.name, text, {
         **provenance, "assignment": best.assignment, "config": config.to_dict(masked=True)})
     summary["program"] = text

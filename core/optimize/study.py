@@ -21,11 +21,13 @@ makes no LM call for them; a trial already recorded for the same candidate is re
 this process spent (results read back cost nothing now). They are checked as each example
 finishes: the trial stops handing out examples, its finished examples count, and the study
 stops. In-flight examples (at most the concurrency) finish, so a cap may be passed by what they
-spend; ``[limits] max_cost`` in the base config bounds one ask.
+spend; they are drained and their calls counted (not scored), so what the study says it spent
+is what the provider served. ``[limits] max_cost`` in the base config bounds one ask.
 
 **Pruning.** ``report(step, value)`` is called after each example with its position in the
 shuffled stream; returning True stops the trial there (status ``pruned``). The calls it saved
-are estimated as the examples left times the trial's mean calls per example so far.
+are estimated as the examples never started times the trial's mean calls per example (those
+already running finish, and are counted as spent).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from ponder.errors import ConfigError
 log = logging.getLogger("ponder.optimize")
 
 NAMESPACE = "study"
+#: compiled prompt states, keyed by their digest (the prompt variable's value)
+PROMPT_NAMESPACE = "prompt"
 #: objective -> (direction, how a trial's value is read)
 OBJECTIVES: dict[str, str] = {
     "score": "maximize", "cost": "minimize", "calls": "minimize", "latency": "minimize",
@@ -155,6 +159,48 @@ def candidate_key(assignment: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def build_optimizer(name: str, plugins: Any, config: Any, space: Any = None) -> Any:
+    """The optimizer plugin ``name``, its settings from ``[optimize.<name>]`` of ``config``.
+
+    With a ``space`` whose ``prompt`` variable names another optimizer (``--optimizer tpe``
+    over ``"predictor.prompt" = { prompt = "bootstrap_fewshot" }``), the result is the joint
+    search: the prompt optimizer with ``search = name``, so the prompt is never ignored."""
+    prompt = getattr(space, "prompt", None) if space is not None else None
+    if prompt is not None and prompt.optimizer != name:
+        joint = build_optimizer(prompt.optimizer, plugins, config)
+        if not hasattr(getattr(joint, "settings", None), "search"):
+            raise ConfigError(f"{space.source}: optimize.space.{prompt.key!r}: optimizer "
+                              f"{prompt.optimizer!r} cannot run a joint search with "
+                              f"--optimizer {name}")
+        build_optimizer(name, plugins, config)  # a bad name or section fails here, named
+        joint.settings = attrs.evolve(joint.settings, search=name)
+        return joint
+    from ponder.kernel.config import structure_settings
+    from ponder.kernel.registry import RegistryError
+
+    try:
+        entry = plugins.get("optimizer", name)
+    except RegistryError as exc:
+        raise ConfigError(f"--optimizer: {exc}") from None
+    section = config.section("optimize")
+    options = section.get(name, {}) if isinstance(section.get(name, {}), dict) else {}
+    if entry.settings is None:
+        return entry.factory()
+    settings = structure_settings(entry.settings, options, section=f"optimize.{name}",
+                                  origins=config.origins)
+    return entry.factory(settings)
+
+
+@attrs.frozen
+class Traced:
+    """One example of a trial that collected traces: what a prompt optimizer learns from."""
+
+    id: str
+    example: Any
+    answer: str
+    failure: str | None = None
+
+
 class Study:
     """Evaluates candidates for an optimizer and records them; see the module docstring."""
 
@@ -179,6 +225,8 @@ class Study:
         self.spent = Spent()
         self.stop_reason: str | None = None
         self._steps = {example.id: i for i, example in enumerate(self.train)}
+        #: trial number -> [(example result, predictor calls)] of the trials run to collect
+        self.collected: dict[int, list[tuple[Any, list[Any]]]] = {}
         #: which examples the trials are scored on (order-free); None: any (``optimize show``)
         self.train_digest = _examples_digest(self.train) if len(self.train) else None
 
@@ -236,9 +284,55 @@ class Study:
         return self.stop_reason is not None
 
     # --- evaluating ----------------------------------------------------------------------
+    def optimizer(self, name: str) -> Any:
+        """The optimizer plugin ``name`` with its ``[optimize.<name>]`` settings (a joint search
+        drives another optimizer over this study)."""
+        return build_optimizer(name, self.plugins, self.space.base)
+
+    # --- prompt states (the ``prompt`` variable) --------------------------------------------
+    def save_prompts(self, state: Any) -> str:
+        """Keep a compiled :class:`ponder.engine.prompts.PromptState` in the run store; its id
+        (a digest) is the prompt variable's value in an assignment."""
+        ident = state.digest()
+        self.storage.put_record(PROMPT_NAMESPACE, ident, {"prompts": state.to_table()})
+        return ident
+
+    def prompts_of(self, assignment: Mapping[str, Any]) -> Any:
+        """The prompt state an assignment's prompt variable names, or None."""
+        from ponder.engine.prompts import PromptState
+
+        variable = getattr(self.space, "prompt", None)
+        ident = assignment.get(variable.key) if variable is not None else None
+        if not ident:
+            return None
+        record = self.storage.get_record(PROMPT_NAMESPACE, str(ident))
+        if record is None:
+            raise ConfigError(f"{variable.key} = {ident!r}: no such prompt state in the run "
+                              "store")
+        return PromptState(
+            {name: json.loads(text) for name, text in record["prompts"].items()})
+
+    def config_for(self, assignment: Mapping[str, Any], *, trial: int | None = None,
+                   collect: str | None = None) -> Any:
+        """The candidate's config: the space's keys, then its prompt state (if any)."""
+        from ponder.engine.prompts import PromptState
+
+        config = self.space.to_config(assignment, trial=trial)
+        state = self.prompts_of(assignment)
+        if state is None and collect is None:
+            return config
+        state = state or PromptState()
+        state.collect = collect
+        return state.with_config(config)
+
     def evaluate(self, assignment: Mapping[str, Any], *, number: int | None = None,
-                 report: Callable[[int, float], bool] | None = None) -> TrialResult:
-        """Evaluate one candidate on the train examples and record it as trial ``number``."""
+                 report: Callable[[int, float], bool] | None = None,
+                 collect: bool = False) -> TrialResult:
+        """Evaluate one candidate on the train examples and record it as trial ``number``.
+
+        ``collect``: record every predictor call of the trial's runs (a prompt optimizer's
+        traces), kept in :attr:`collected` as ``number -> [(Traced, calls)]`` and in the run
+        store (namespace ``prompt``), so a resumed teacher trial still has them."""
         assignment = self.space.validate(assignment)
         key = candidate_key(assignment)
         number = self.next_number() if number is None else number
@@ -246,13 +340,26 @@ class Study:
         if recorded is not None and recorded.get("candidate") == key \
                 and recorded.get("train_digest") == self.train_digest \
                 and recorded.get("status") in ("complete", "pruned", "failed"):
+            if collect:  # a resumed teacher: its traces are in the store
+                for example in self.train:
+                    traced = self._stored_trace(key, example)
+                    if traced is not None:
+                        self.collected.setdefault(number, []).append(traced)
             return TrialResult.from_dict(recorded)
         result = TrialResult(number, dict(assignment), key, "running",
                              examples=len(self.train))
         self.storage.put_record(NAMESPACE, self._trial_key(number), {
             **result.to_dict(), "train_digest": self.train_digest, "started_at": time.time()})
         try:
-            self._run(result, self.space.to_config(assignment, trial=number), report)
+            if collect:
+                from ponder.engine.prompts import collecting
+
+                token = f"{self.name}/{key}"  # per candidate: a repeated point is read back
+                with collecting(token) as collector:
+                    self._run(result, self.config_for(assignment, trial=number, collect=token),
+                              report, collector=collector)
+            else:
+                self._run(result, self.config_for(assignment, trial=number), report)
         except ConfigError as exc:
             result.status, result.note = "failed", str(exc)
         self.storage.put_record(NAMESPACE, self._trial_key(number), {
@@ -261,7 +368,8 @@ class Study:
             self.on_trial(result, self)
         return result
 
-    def _run(self, result: TrialResult, config: Any, report: Any) -> None:
+    def _run(self, result: TrialResult, config: Any, report: Any,
+             collector: Any = None) -> None:
         from ponder.evaluate import Evaluator
 
         evaluator = Evaluator(config, metrics=self.metrics, plugins=self.plugins,
@@ -270,9 +378,16 @@ class Study:
         scores: list[float] = []
         latencies: list[float] = []
         stream = evaluator.iter(self.train)
+        # after a prune or a cap, the examples already running still finish and spend: they
+        # are drained and counted (not scored), so the study's numbers match the provider's
+        stopping = False
+        drained = 0
         try:
             for example in stream:
-                result.evaluated += 1
+                if stopping:
+                    drained += 1
+                else:
+                    result.evaluated += 1
                 usage = example.usage or {}
                 calls = int(usage.get("calls", 0))
                 tokens = int(usage.get("tokens", 0))
@@ -286,7 +401,12 @@ class Study:
                     self.spent.calls += calls
                     self.spent.tokens += tokens
                     self.spent.cost += cost
+                if stopping:
+                    continue
                 latencies.append(float(example.latency_s or 0.0))
+                if collector is not None:
+                    self.collected.setdefault(result.number, []).append(
+                        self._trace(result.candidate, example, collector))
                 if example.failure is not None:
                     result.failed += 1
                     value = 0.0  # for the pruner only; the score is over examples that ran
@@ -296,17 +416,21 @@ class Study:
                 step = self._steps.get(example.id, result.evaluated - 1)
                 if report is not None and report(step, value):
                     result.status, result.pruned_at = "pruned", result.evaluated
-                    break
+                    stopping = True
+                    evaluator.stop()
+                    continue
                 reason = self.over_budget()
                 if reason is not None:
                     self.stop_reason = reason
                     result.status, result.note = "stopped", reason
-                    break
+                    stopping = True
+                    evaluator.stop()
         finally:
             stream.close()  # stops handing out examples; the store is ours, left open
-        left = result.examples - result.evaluated
+        # saved: the examples never started (not those drained), at the mean calls per example
+        left = result.examples - result.evaluated - drained
         if left and result.evaluated:
-            result.calls_saved = round(left * result.calls / result.evaluated)
+            result.calls_saved = round(left * result.calls / (result.evaluated + drained))
         result.score = sum(scores) / len(scores) if scores else None
         latencies.sort()
         result.latency_s = latencies[len(latencies) // 2] if latencies else 0.0
@@ -314,6 +438,35 @@ class Study:
             result.status = "complete" if scores else "failed"
             if not scores:
                 result.note = f"all {result.failed} examples failed"
+
+    # --- traces (kept, so a resumed prompt optimizer still has them) ------------------------
+    def _trace_key(self, candidate: str, example_id: str) -> str:
+        return f"{self.name}/trace/{candidate}/{example_id}"
+
+    def _trace(self, candidate: str, example: Any, collector: Any) -> tuple[Any, list[Any]]:
+        """This example's recorded calls, stored; an example read back from the eval records
+        made no call now, so its calls are read back too."""
+        calls = collector.for_question(example.example.question)
+        traced = Traced(str(example.id), example.example, example.answer, example.failure)
+        if calls:
+            from ponder.support.secrets import clean_secrets
+
+            self.storage.put_record(PROMPT_NAMESPACE, self._trace_key(candidate, traced.id),
+                                    clean_secrets({
+                                        "answer": traced.answer, "failure": traced.failure,
+                                        "calls": [[name, inputs, outputs]
+                                                  for name, inputs, outputs in calls]}))
+            return traced, calls
+        stored = self._stored_trace(candidate, example.example)
+        return stored if stored is not None else (traced, [])
+
+    def _stored_trace(self, candidate: str, example: Any) -> tuple[Any, list[Any]] | None:
+        record = self.storage.get_record(PROMPT_NAMESPACE,
+                                         self._trace_key(candidate, str(example.id)))
+        if record is None:
+            return None
+        return (Traced(str(example.id), example, record.get("answer", ""), record.get("failure")),
+                [tuple(call) for call in record.get("calls", [])])
 
     # --- the study's own record -----------------------------------------------------------
     def meta(self) -> dict[str, Any] | None:

@@ -42,11 +42,25 @@ class FailedChunk:
     attempts: int = 1
 
     @classmethod
-    def from_exception(cls, index: int, exc: BaseException, *, attempts: int = 1) -> FailedChunk:
-        """Describe ``exc`` (secrets redacted) as the failure of chunk ``index``."""
-        from ponder.support.secrets import redact  # cheap, but keep this module dependency-free
+    def from_exception(cls, index: int, exc: BaseException, *,
+                       attempts: int | None = None) -> FailedChunk:
+        """Describe ``exc`` (secrets redacted, in ponder's words) as the failure of chunk
+        ``index``.
 
-        message = str(exc).strip() or type(exc).__name__
+        ``attempts`` defaults to what the call that raised ``exc`` recorded on it
+        (``exc.ponder_attempts``, set by ``Services.predict``: the first try plus its retries),
+        so a chunk that made four requests says 4, not 1.
+        """
+        # cheap, but keep this module dependency-free at import time
+        from ponder.support.retry import describe_error
+        from ponder.support.secrets import redact
+
+        if attempts is None:
+            recorded = getattr(exc, "ponder_attempts", None)
+            # 0: the call failed before sending anything (the provider was already known to be
+            # unreachable, or the key missing)
+            attempts = recorded if isinstance(recorded, int) and recorded >= 0 else 1
+        message = describe_error(exc)
         kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
         return cls(error=redact(message), index=index, kind=kind, attempts=attempts)
 

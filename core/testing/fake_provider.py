@@ -8,6 +8,7 @@ Endpoints (``/v1`` prefix optional):
 * ``POST /v1/embeddings``: deterministic 64-dim hashed bag-of-words vectors (:func:`embed_text`),
   L2-normalised, ``encoding_format`` ``float`` or ``base64`` (the openai SDK's default).
 * ``GET /v1/models``: the fake model.
+* ``/v1/files`` and ``/v1/batches``: the Files and Batch APIs (:mod:`ponder.testing.fake_batches`).
 * ``GET /stats``, ``POST /reset``, ``GET /health``: control; never counted, capped or faulted.
 
 Per request, in this order: lifetime/``max_requests`` check (a request past them is closed with no
@@ -100,6 +101,7 @@ import attrs
 from attrs import validators as v
 
 from ponder.support.dspy_format import format_for_dspy, message_text
+from ponder.testing.fake_batches import FakeBatches
 
 __all__ = [
     "FAILURE_KINDS",
@@ -247,6 +249,8 @@ class FakeProviderConfig:
     )
     max_in_flight: int | None = attrs.field(default=None, validator=_opt_pos_int)
     tpm: int | None = attrs.field(default=None, validator=_opt_pos_int)
+    #: the rolling window ``tpm`` counts over (60 s like a provider; tests shorten it)
+    tpm_window_s: float = attrs.field(default=_TPM_WINDOW_S, converter=float, validator=_positive)
     # lifetime
     max_lifetime: float = attrs.field(default=600.0, converter=float, validator=_positive)
     max_requests: int = attrs.field(default=100_000, validator=[v.instance_of(int), v.ge(1)])
@@ -497,6 +501,8 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._in_flight = 0
         self._reset_locked()
+        #: the Files and Batch APIs (``/v1/files``, ``/v1/batches``): ponder.testing.fake_batches
+        self.batches = FakeBatches(self, count_tokens, _error_body)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -768,7 +774,7 @@ class FakeProvider:
             ("POST", "/chat/completions"): "chat",
             ("POST", "/embeddings"): "embeddings",
             ("GET", "/models"): "models",
-        }.get((method, route))
+        }.get((method, route)) or ("batches" if FakeBatches.handles(method, route) else None)
         raw = self._read_body(h) if method == "POST" else b""
         if kind is None:
             self._fail("not_found")
@@ -794,6 +800,9 @@ class FakeProvider:
                     ),
                 )
                 return
+        if kind == "batches":
+            self.batches.handle(h, method, route, raw)
+            return
         if kind == "models":
             model = {"id": cfg.model, "object": "model", "created": 0, "owned_by": "ponder-fake"}
             self._send(h, 200, {"object": "list", "data": [model]})
@@ -1025,27 +1034,29 @@ class FakeProvider:
         self._send(h, 200, response)
 
     def _tpm_admit(self, tokens: int) -> float | None:
-        """Record ``tokens`` in the rolling 60 s window; or the seconds to wait if over ``tpm``."""
+        """Record ``tokens`` in the rolling window (``tpm_window_s``, 60 s by default); or the
+        seconds to wait if over ``tpm``."""
         tpm = self.config.tpm
+        window_s = self.config.tpm_window_s
         if tpm is None:
             return None
         now = time.monotonic()
         with self._lock:
             window = self._tpm_window
-            while window and window[0][0] <= now - _TPM_WINDOW_S:
+            while window and window[0][0] <= now - window_s:
                 self._tpm_used -= window.popleft()[1]
             if self._tpm_used + tokens <= tpm:
                 window.append((now, tokens))
                 self._tpm_used += tokens
                 return None
             if tokens > tpm:
-                return _TPM_WINDOW_S
+                return window_s
             freed = 0
             for stamp, used in window:  # bounded by the window's length
                 freed += used
                 if self._tpm_used - freed + tokens <= tpm:
-                    return max(1.0, float(math.ceil(stamp + _TPM_WINDOW_S - now)))
-            return _TPM_WINDOW_S
+                    return max(1.0, float(math.ceil(stamp + window_s - now)))
+            return window_s
 
     def _inject(self, h: _Handler, fault: str, kind: str) -> None:
         cfg = self.config

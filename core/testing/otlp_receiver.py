@@ -7,11 +7,19 @@ and keeps every span as a plain dict, resource attributes included. Binds 127.0.
     with OTLPReceiver() as receiver:
         ...  # export to receiver.url
         assert receiver.spans[0]["name"] == "invoke_agent ponder"
+
+From a shell (to try ``[telemetry] exporter = "otlp"`` by hand), it prints its endpoint, then
+each span it receives as one JSON line, until Ctrl-C or SIGTERM::
+
+    python -m ponder.testing.otlp_receiver [--port N]
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -77,6 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
                 with receiver.lock:
                     receiver.spans.extend(spans)
                     receiver.headers.append(dict(self.headers))
+                    if receiver.on_spans is not None:
+                        receiver.on_spans(spans)
         self.send_response(status)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -86,7 +96,11 @@ class _Handler(BaseHTTPRequestHandler):
 class OTLPReceiver:
     """Collects decoded spans in :attr:`spans` (and request headers in :attr:`headers`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, *,
+                 on_spans: Any = None) -> None:
+        self.port = port
+        #: called with each request's decoded spans (the command line prints them)
+        self.on_spans = on_spans
         self.spans: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.errors: list[str] = []
@@ -94,7 +108,7 @@ class OTLPReceiver:
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> OTLPReceiver:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
         server.daemon_threads = True
         server.receiver = self  # type: ignore[attr-defined]
         self._server = server
@@ -117,3 +131,31 @@ class OTLPReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ponder.testing.otlp_receiver",
+        description="Loopback OTLP/HTTP trace receiver: prints its endpoint, then each span "
+                    "it receives as one JSON line.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
+    args = parser.parse_args(argv)
+
+    def show(spans: list[dict[str, Any]]) -> None:
+        for span in spans:
+            print(json.dumps(span, sort_keys=True), flush=True)
+
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with OTLPReceiver(args.port, on_spans=show) as receiver:
+        print(receiver.url, flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            done.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -94,6 +95,60 @@ def test_two_configs_matrix_and_report(tmp_path: Path):
         compared = run_cli(["eval", "compare", *ids, "--json"])
         assert json.loads(compared.stdout)["comparisons"][0]["metrics"]["contains"][
             "significant"] is True
+
+
+def test_compare_evals_recorded_with_other_metrics(tmp_path: Path):
+    data = dataset(tmp_path)
+    with FakeProvider(mode="oracle", needles={"port": NEEDLE}) as provider:
+        cfg = write_config(tmp_path / "a.toml", provider)
+        one = json.loads(run_cli(["--config", str(cfg), "eval", str(data), "--json",
+                                  "--metric", "contains"]).stdout)
+        two = json.loads(run_cli(["--config", str(cfg), "eval", str(data), "--json",
+                                  "--metric", "contains", "--metric", "citations"]).stdout)
+        asked = provider.stats()["requests"]
+    assert asked == 4  # the second eval read the answers back and only scored citations
+    table = run_cli(["--config", str(cfg), "eval", "compare", one["eval_id"], two["eval_id"]])
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.stdout.splitlines() if line.startswith("│ a ") and
+               "citations" not in line)
+    assert "citations (95% CI)" in table.stdout and " - " in row  # absent, not an error
+    compared = json.loads(run_cli(["--config", str(cfg), "eval", "compare", one["eval_id"],
+                                   two["eval_id"], "--json"]).stdout)
+    (comparison,) = compared["comparisons"]
+    assert list(comparison["metrics"]) == ["contains"]  # only what both have is compared
+    assert comparison["metrics"]["contains"]["diff"] == 0.0
+
+
+def test_default_sources_make_another_eval(tmp_path: Path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "conf.py").write_text(f"MAGIC_PORT = {NEEDLE}\n")
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "conf.py").write_text("OTHER = 1\n")
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"id": "q", "question": "What is MAGIC_PORT?",
+                                "answer": NEEDLE}) + "\n")
+    with FakeProvider(mode="oracle", needles={"port": NEEDLE}) as provider:
+        cfg = write_config(tmp_path / "a.toml", provider)
+        runs = [json.loads(run_cli(["--config", str(cfg), "eval", str(data), str(folder),
+                                    "--json"]).stdout) for folder in (tmp_path / "one",
+                                                                      tmp_path / "two")]
+    assert [r["score"] for r in runs] == [1.0, 0.0]
+    assert runs[0]["eval_id"] != runs[1]["eval_id"]  # two evals, each kept in the store
+    listing = json.loads(run_cli(["--config", str(cfg), "eval", "list", "--json"]).stdout)
+    assert sorted(e["score"] for e in listing) == [0.0, 1.0]
+
+
+def test_an_unwritable_report_fails_before_any_call(tmp_path: Path):
+    data = dataset(tmp_path, present=2, absent=0)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with FakeProvider(mode="oracle", needles={"port": NEEDLE}) as provider:
+        cfg = write_config(tmp_path / "a.toml", provider)
+        out = run_cli(["--config", str(cfg), "eval", str(data), "--report",
+                       str(tmp_path / "taken"), "--json"])
+        asked = provider.stats()["requests"]
+    assert out.exit_code == 2
+    assert "--report" in json.loads(out.stdout)["error"] and "taken" in out.stderr
+    assert asked == 0
 
 
 def test_failed_examples_exit_3_and_are_listed(tmp_path: Path):
@@ -212,6 +267,74 @@ def test_sigkilled_eval_resumes_without_repeating_a_finished_example(tmp_path: P
     assert result["score"] == 1.0 and result["failed"] == 0
 
 
+def recorded_ids(store: Path) -> set[str]:
+    """The example ids whose outcome the eval has committed to the run store."""
+    if not store.exists():
+        return set()
+    with sqlite3.connect(store) as conn:
+        try:
+            rows = conn.execute("SELECT data FROM records WHERE namespace = 'eval' "
+                                "AND key LIKE 'example/%'").fetchall()
+        except sqlite3.OperationalError:  # the schema is not there yet
+            return set()
+    return {json.loads(data)["example_id"] for (data,) in rows}
+
+
+@pytest.mark.slow
+def test_ctrl_c_lists_what_did_not_run_and_a_rerun_asks_only_that(tmp_path: Path):
+    data = dataset(tmp_path, present=12, absent=0)
+    store = tmp_path / "runs.sqlite"
+    with FakeProvider(mode="oracle", needles={"port": NEEDLE}, latency=(0.3, 0, 0),
+                      max_lifetime=240) as provider:
+        cfg = write_config(tmp_path / "a.toml", provider)
+        with cfg.open("a") as handle:
+            handle.write(f'[storage]\nname = "sqlite"\npath = "{store}"\n')
+        # SIGINT as a terminal's Ctrl-C sends it; the child gets the default disposition even
+        # when this test runs where SIGINT is ignored (a background job), so Python turns it
+        # into KeyboardInterrupt as it would at a terminal
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ponder", "--config", str(cfg), "eval", str(data),
+             "--concurrency", "2", "--progress", "plain"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            for _ in range(1200):  # bounded poll: until some examples are recorded
+                if len(recorded_ids(store)) >= 4 or child.poll() is not None:
+                    break
+                time.sleep(0.05)
+            assert child.poll() is None, child.communicate()[1].decode()
+            child.send_signal(signal.SIGINT)
+            stdout, stderr = (b.decode() for b in child.communicate(timeout=60))
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+        assert child.returncode == 3, stderr
+        finished = recorded_ids(store)
+        assert 4 <= len(finished) < 12
+        # the examples that did not run are named, the table says how many, and the progress
+        # line's last word is why it stopped
+        listed = re.search(r"not run \(interrupted\): (\d+) example\(s\): (.*)", stderr)
+        assert listed, stderr
+        not_run = {i.strip() for i in listed.group(2).split(",")}
+        assert int(listed.group(1)) == len(not_run)
+        every = {f"present{i}" for i in range(12)}
+        assert every - finished <= not_run  # nothing unrecorded passes for finished
+        assert f"(+{len(not_run)} not run)" in stdout
+        assert "cancelled by Ctrl-C" in stderr and "run the same command again" in stderr
+        shown = json.loads(run_cli(["--config", str(cfg), "eval", "list", "--json"]).stdout)
+        assert shown[0]["status"] == "interrupted"
+        # the rerun asks exactly what was not recorded, one call each; nothing finished again
+        before = provider.stats()["requests"]
+        out = run_cli(["--config", str(cfg), "eval", str(data), "--json"])
+        asked = provider.stats()["requests"] - before
+    assert out.exit_code == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert asked == 12 - len(finished)
+    assert result["resumed"] == len(finished) and result["status"] == "done"
+    assert result["score"] == 1.0 and result["failed"] == 0 and result["not_run"] == 0
+
+
 def test_a_users_metric_plugin_and_plain_progress(tmp_path: Path):
     plugin = tmp_path / "my_metrics.py"
     plugin.write_text(
@@ -233,5 +356,9 @@ def test_a_users_metric_plugin_and_plain_progress(tmp_path: Path):
                        "--progress", "plain"])
     assert out.exit_code == 0, out.output
     assert "short_answer (95% CI)" in out.stdout and "1.000 [1.000, 1.000]" in out.stdout
-    # the progress lines: examples done, the score so far, the cost so far
+    # the progress lines: examples done, the score so far, the cost so far, an ETA
     assert "eval a" in out.stderr and "contains 1.000, $0.0000" in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("eval a")]
+    assert len(lines) >= 5 and all(re.search(r", ETA \d+(m\d\ds|s)$", line)
+                                   for line in lines[:-1]), lines
+    assert "done 10/10" in lines[-1]

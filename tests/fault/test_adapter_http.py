@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from dspy.utils.exceptions import LMError
 
-from ponder.kernel.config import structure_settings
 from ponder.errors import ConfigError
+from ponder.kernel.config import structure_settings
 from ponder.plugins.gemini import DEFAULT_MODEL, GeminiAdapter, GeminiSettings
 from ponder.plugins.litellm_adapter import (
     FALLBACK_CONTEXT_WINDOW,

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from ponder.context.sources import Context, Document
+from ponder.engine.services import Services
 from ponder.plugins import predict, rlm
 from ponder.plugins.openai_compatible import OpenAICompatibleAdapter, OpenAICompatibleSettings
-from ponder.engine.services import Services
-from ponder.context.sources import Context, Document
 from ponder.testing import plugin_set
 from ponder.testing.fake_provider import (
     FakeProvider,

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from ponder.kernel.config import structure_settings
 from ponder.engine.fallback import (
     AdapterAuthError,
     AllAdaptersFailed,
@@ -24,11 +23,12 @@ from ponder.engine.fallback import (
     build_fallback_lm,
     key_variable,
 )
+from ponder.engine.services import Services
+from ponder.kernel.config import structure_settings
 from ponder.plugins.litellm_adapter import LiteLLMAdapter, LiteLLMSettings
 from ponder.plugins.openai_compatible import OpenAICompatibleAdapter, OpenAICompatibleSettings
 from ponder.plugins.predict import PredictPredictor
 from ponder.support.retry import RetryPolicy, is_retryable
-from ponder.engine.services import Services
 from ponder.testing import run_cli
 from ponder.testing.fake_provider import FakeProvider
 

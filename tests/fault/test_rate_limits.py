@@ -81,3 +81,55 @@ def test_rpm_and_tpm_from_the_config_meter_every_request(tmp_path):
     assert (limiter["rpm"], limiter["tpm"]) == (6000, 1000000)
     assert limiter["admitted"] == stats["requests"] == answer.usage.calls == 7
     assert NEEDLE in answer.answer
+
+
+class FakeClock:
+    """A clock the test moves by hand (the limiter's ``clock``): no sleeping, no wall time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_rpm_under_one_a_minute_still_admits_one_request_per_period():
+    """``rpm = 0.5`` is one request every two minutes; a 60 s window holding 0.5 requests
+    would never admit one (the run hung)."""
+    clock = FakeClock()
+    limiter = RateLimiter(0.5, None, margin_s=0.0, clock=clock)
+    first, _ = limiter.try_acquire(10)
+    assert first is not None
+    limiter.settle(first, 10)
+    second, wait = limiter.try_acquire(10)
+    assert second is None and 119 <= wait <= 120
+    clock.now += 90  # past a minute, inside two: still held back
+    assert limiter.try_acquire(10)[0] is None
+    clock.now += 30.5
+    assert limiter.try_acquire(10)[0] is not None
+
+
+def test_a_long_rate_limit_wait_says_so_once(caplog):
+    """A run held back by the limit for long says why on stderr (once), instead of going
+    quiet."""
+    from ponder.engine import ratelimit
+
+    clock = FakeClock()
+    limiter = RateLimiter(1, None, margin_s=0.0, clock=clock)
+    limiter.settle(limiter.try_acquire(1)[0], 1)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the limiter's wait, on the fake clock
+        slept.append(seconds)
+        clock.now += seconds
+
+    ratelimit._last_notice[0] = float("-inf")
+    with caplog.at_level("WARNING", logger="ponder.run"):
+        for _ in range(3):
+            ticket = ratelimit.wait_for_ticket(limiter.try_acquire, 1,
+                                               remaining_s=lambda: None, sleep=sleep)
+            limiter.settle(ticket, 1)
+    notices = [r for r in caplog.records if "rate limit" in r.getMessage()]
+    assert len(slept) >= 2 and min(slept) >= 59  # each request waited a whole window
+    assert len(notices) == 1 and "[adapter] rpm/tpm" in notices[0].getMessage()
+

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from ponder.kernel.config import structure_settings
 from ponder.errors import ConfigError
+from ponder.kernel.config import structure_settings
 from ponder.plugins import local
 from ponder.plugins.local import LocalAdapter, LocalSettings
 

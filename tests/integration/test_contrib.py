@@ -42,7 +42,8 @@ def test_contrib_plugin_is_discovered(installed):
     assert row["provides"] == {"adapter": ["acme_gateway"]}
 
 
-def test_contrib_plugin_is_selected_and_validated_by_config(installed, tmp_path):
+def test_contrib_plugin_is_selected_and_validated_by_config(installed, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACME_KEY", "acme-test-key-0123")  # config check resolves $env: (issue 15)
     (tmp_path / "ponder.toml").write_text(
         '[adapter]\nname = "acme_gateway"\nteam = "search"\napi_key = "$env:ACME_KEY"\n')
     result = ponder(installed, "config", "check", cwd=tmp_path)

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import attrs
 import pytest
 
 from ponder.evaluate import ConcurrencyBudget, Evaluator, evaluate, load_dataset
@@ -214,3 +215,107 @@ def test_iter_streams_and_stops_early(tmp_path: Path):
         stream.close()  # a pruner that has seen enough
         assert first.scores == {"contains": 1.0}
         assert provider.stats()["requests"] <= 2  # the one yielded, at most one in flight
+
+
+@pytest.mark.parametrize("judge_kw", [
+    # the grade does not parse: one request, sent and priced, and no score
+    {"mode": "rules", "default_reply": '{"score": "excellent", "feedback": "fine"}'},
+    # the judge's provider fails every request past the retries
+    {"mode": "rules", "default_reply": "x", "fault_rate": 1.0, "fault_kinds": ["server_error"]},
+], ids=["unparsable-grade", "server-errors"])
+def test_a_failed_judge_call_is_still_counted_and_priced(tmp_path: Path, judge_kw):
+    dataset = corpus(tmp_path, present=2, absent=0)
+    with FakeProvider(mode="oracle", needles={"port": NEEDLE}) as system_provider, \
+            FakeProvider(**judge_kw) as judge_provider:
+        cfg = config(system_provider, tmp_path)
+        cfg.sections["eval"] = {"metric": {"llm_judge": {
+            "adapter": "openai_compatible", "max_retries": 1,
+            "settings": {"base_url": judge_provider.base_url, "model": "judge",
+                         "input_cost_per_token": 3e-6, "output_cost_per_token": 3e-6}}}}
+        result = evaluate(cfg, dataset, metrics=["llm_judge", "contains"])
+        judge_stats = judge_provider.stats()
+    # every example failed on its judge, and says so; none is scored 0 in disguise
+    assert result.failed == 2 and result.scores["llm_judge"]["n"] == 0
+    assert all(r.failure.startswith("metric llm_judge: ") for r in result.per_example)
+    # ... and what the judge spent trying is in the judge usage, every served request (a 500
+    # is not billed: it counts as a retry, not a call), its tokens and their price
+    assert result.usage["judge"]["calls"] == judge_stats["completed"]
+    judge_tokens = judge_stats["prompt_tokens"] + judge_stats["completion_tokens"]
+    assert result.usage["judge"]["tokens"] == judge_tokens
+    assert result.usage["judge"]["cost"] == pytest.approx(judge_tokens * 3e-6)
+    assert result.usage["calls"] == 2  # the system's own, apart
+    if "fault_rate" in judge_kw:
+        assert judge_stats["requests"] == 4  # two examples, one retry each
+        assert judge_tokens == 0
+    else:
+        assert judge_stats["requests"] == judge_stats["completed"] == 2 and judge_tokens > 0
+        assert all(r.judge_usage["calls"] == 1 for r in result.per_example)
+        assert all("not a number" in r.failure for r in result.per_example)
+
+
+COUNTING_STORE = """
+from ponder import hookimpl
+from ponder.plugins.memory_store import MemoryStorage
+
+OPENED = []
+
+
+class CountingStorage(MemoryStorage):
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        OPENED.append(self)
+
+
+@hookimpl
+def ponder_register_storage(register):
+    register("counting", CountingStorage)
+"""
+
+
+def test_one_store_per_variant_not_per_example(tmp_path: Path):
+    import sys
+
+    from ponder.kernel.loader import load_plugins
+
+    (tmp_path / "counting_store.py").write_text(COUNTING_STORE)
+    plugins = load_plugins(modules=[str(tmp_path / "counting_store.py")])
+    dataset = corpus(tmp_path, present=8, absent=0)
+    with FakeProvider(mode="oracle", needles={"port": NEEDLE}) as provider:
+        cfg = attrs.evolve(config(provider, tmp_path, concurrency=4),
+                           storage=Component("counting", {}))
+        evaluator = Evaluator(cfg, ["contains"], plugins=plugins)
+        try:
+            result = evaluator.run(dataset)
+            opened = sys.modules[plugins.get("storage", "counting").factory.__module__].OPENED
+            # one store for the eval's records and every ask's run, not one per ask
+            (store,) = opened
+            runs = store.list_runs(limit=100)
+            assert {r.run_id for r in result.per_example} == {r["id"] for r in runs}
+            assert len(runs) == 8 and all(r["status"] == "ok" for r in runs)
+            assert len(store.list_records("eval", "example/")) == 8
+        finally:
+            evaluator.close()
+    assert result.score == 1.0 and result.failed == 0
+    assert len(opened) == 1  # and closed once, at the end
+    with pytest.raises(Exception, match="closed"):
+        store.list_runs()
+
+
+def test_an_unreachable_provider_stops_the_eval_instead_of_failing_every_example(
+        tmp_path: Path):
+    dataset = corpus(tmp_path, present=6, absent=0)
+    with FakeProvider(mode="oracle", needles={"port": NEEDLE}) as gone:
+        pass  # stopped: nothing listens at its URL any more
+    cfg = config(gone, tmp_path, concurrency=1, retries=0)
+    result = evaluate(cfg, dataset, metrics=["contains"])
+    # the first example fails with the reason; the rest are not run (not five more failures
+    # after the same retries each), and say so
+    assert result.failed == 1 and len(result.not_run) == 5
+    assert result.status == "stopped"
+    assert "cannot reach the provider" in result.stop_reason
+    assert result.to_dict()["stop_reason"] == result.stop_reason
+    # with the provider back, a rerun asks all six (the failure is asked again)
+    with FakeProvider(mode="oracle", needles={"port": NEEDLE}) as back:
+        again = evaluate(config(back, tmp_path, concurrency=1), dataset, metrics=["contains"])
+        assert back.stats()["requests"] == 6
+    assert again.score == 1.0 and again.failed == 0 and again.stop_reason is None

@@ -259,3 +259,38 @@ def test_an_unreachable_provider_fails_every_worker_fast(tmp_path):
     assert f"127.0.0.1:{port}" in answer.failures[0].error
     # at most the first round (two items in flight, each with its retry) made requests
     assert sum(f.attempts for f in answer.failures) <= 2 * 2
+
+
+def test_rays_token_auth_notice_is_quiet_on_the_cluster_ponder_starts(monkeypatch):
+    """Ray warns on every ``ray.init()`` that it turned token auth on; for the private cluster
+    ponder starts that is noise on stderr. Ray's own warning function, inside and outside
+    the guard ponder starts its cluster in; a user's explicit RAY_AUTH_MODE is left alone."""
+    import logging
+
+    from ray._private.authentication import authentication_token_setup as setup
+
+    from ponder.plugins.executor_ray import _quiet_token_auth_notice
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler = Collect()
+    logger = logging.getLogger(setup.__name__)
+    logger.addHandler(handler)
+    try:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+        with _quiet_token_auth_notice():
+            setup._warn_token_auth_enabled()
+            setup._warn_token_auth_disabled()  # any other warning still shows
+        assert len(seen) == 1 and "disabled" in seen[0]
+        setup._warn_token_auth_enabled()  # outside the guard: Ray's notice as ever
+        assert len(seen) == 2 and "is enabled" in seen[1]
+        monkeypatch.setenv("RAY_AUTH_MODE", "token")
+        with _quiet_token_auth_notice():
+            setup._warn_token_auth_enabled()
+        assert len(seen) == 3
+    finally:
+        logger.removeHandler(handler)

@@ -4,7 +4,8 @@ The model is the scripted oracle: a prompt that holds the planted needle line an
 any other says it does not know, so a run answers correctly exactly when the retriever put the
 needle's chunk among those read. Every call is recorded, so the tests check which chunks were
 read and how many calls were made against the strategies' documented formulas. Retrieval goes
-through the kernel's :meth:`ponder.engine.services.Services.index`, with a run store for persistence.
+through the kernel's :meth:`ponder.engine.services.Services.index`, with a run store for
+persistence.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from ponder.engine.answer import extract_citations
 from ponder.context.chunking import estimate_tokens
+from ponder.context.sources import Context, load_sources
+from ponder.engine.answer import extract_citations
+from ponder.engine.services import Services
 from ponder.errors import ConfigError
-from ponder.support.observability import SpanType
 from ponder.plugins import _common, map_reduce, predict, retrieve_then_read
 from ponder.plugins.scripted import ScriptedAdapter, ScriptedSettings
-from ponder.engine.services import Services
-from ponder.context.sources import Context, load_sources
+from ponder.support.observability import SpanType
 from ponder.testing import plugin_set
 from ponder.testing.conformance import StrategyConformance
 

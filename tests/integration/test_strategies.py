@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
-from ponder.engine.answer import extract_citations
 from ponder.context.chunking import estimate_tokens
+from ponder.context.sources import Context, Document, load_sources
+from ponder.engine.answer import extract_citations
+from ponder.engine.services import Services
 from ponder.errors import PonderError
 from ponder.plugins import (
     _common,
@@ -32,8 +34,6 @@ from ponder.plugins import (
     rlm,
 )
 from ponder.plugins.scripted import ScriptedAdapter, ScriptedSettings
-from ponder.engine.services import Services
-from ponder.context.sources import Context, Document, load_sources
 from ponder.testing import plugin_set, rlm_needle_script
 from ponder.testing.conformance import StrategyConformance
 

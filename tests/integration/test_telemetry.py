@@ -105,11 +105,16 @@ def test_map_reduce_run_exports_its_span_tree_to_the_sdk(tmp_path, corpus):
     for item in items:  # a map item's chat span is its child; the item sits under the strategy
         assert by_id[item.parent.span_id].name == "ponder.strategy map_reduce"
     assert {by_id[c.parent.span_id].attributes["ponder.span.type"] for c in chats} >= {"chunk"}
-    # content is off by default: the question is nowhere in the export
+    # content is off by default: the question, prompts and replies are nowhere in the export
     assert not any("MAGIC_PORT?" in json.dumps(dict(s.attributes)) for s in spans)
+    assert not any("value_4_" in json.dumps(dict(s.attributes)) for s in spans)
+    assert not any(k.startswith("gen_ai.input") or k.startswith("gen_ai.output") or
+                   k == "ponder.content" for s in chats for k in s.attributes)
 
 
 def test_otlp_http_export_reaches_a_loopback_receiver(tmp_path, corpus):
+    # a key in the sources reaches the prompts: content export must still redact it
+    (corpus / "settings.env").write_text(f"OPENAI_API_KEY={KEY}\n")
     with FakeProvider(mode="oracle", needles={"port": "48213"}) as provider, \
             OTLPReceiver() as receiver:
         config = _config(tmp_path, provider, '[telemetry]\nexporter = "otlp"\n'
@@ -132,6 +137,18 @@ def test_otlp_http_export_reaches_a_loopback_receiver(tmp_path, corpus):
     assert len(chats) == answer.usage.calls
     assert sum(s["attributes"]["gen_ai.usage.input_tokens"] for s in chats) == \
         answer.usage.input_tokens
+    # opted in: every LM span carries its prompt and reply text, as GenAI messages
+    for chat in chats:
+        (sent,) = json.loads(chat["attributes"]["gen_ai.input.messages"])
+        (got,) = json.loads(chat["attributes"]["gen_ai.output.messages"])
+        assert sent["role"] == "user" and got["role"] == "assistant"
+        assert "ponder.content" not in chat["attributes"]
+    prompts = [json.loads(c["attributes"]["gen_ai.input.messages"])[0]["parts"][0]["content"]
+               for c in chats]
+    replies = [json.loads(c["attributes"]["gen_ai.output.messages"])[0]["parts"][0]["content"]
+               for c in chats]
+    assert any(NEEDLE in p for p in prompts) and any("48213" in r for r in replies)
+    assert any("OPENAI_API_KEY" in p for p in prompts)  # the line was sent, its key redacted
     assert receiver.headers[0].get("authorization") == "Bearer collector-token-123"
     # no provider key anywhere in what was exported
     assert KEY not in json.dumps(spans)

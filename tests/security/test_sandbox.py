@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import tomli_w
 
+from ponder.context.sources import load_sources
+from ponder.engine.services import Services
 from ponder.plugins import predict, rlm
 from ponder.plugins.scripted import ScriptedAdapter, ScriptedSettings
-from ponder.engine.services import Services
-from ponder.context.sources import load_sources
 from ponder.testing import plugin_set, run_cli
 
 pytestmark = pytest.mark.slow

@@ -4,8 +4,10 @@ Real ``ponder ask`` processes (``python -m ponder``, so logging and tracebacks a
 talk over loopback HTTP to a :class:`FakeProvider`, with the key planted in the environment
 (``PLANTED_KEY``, referenced from ponder.toml as ``$env:PLANTED_KEY``) or written literally in
 ponder.toml. The runs cover the success path, a 401 whose body echoes the ``Authorization`` header
-(as some real providers do), 5xx until the retries are exhausted, ``--json``, ``-v``/``-vv``, and a
-crash: a local ``--plugin`` strategy raising ``RuntimeError`` with the key in its message.
+(as some real providers do), 5xx until the retries are exhausted, ``--json``, ``-v``/``-vv``, a
+crash: a local ``--plugin`` strategy raising ``RuntimeError`` with the key in its message, and a
+``--plugin`` that fails to load with both keys in its error, shown by ``ponder plugins`` (the
+table's footer), ``ponder plugins --json`` (``error``) and ``ponder config check``.
 
 Then stdout, stderr and every file under the run's data, cache, config, home and working
 directories (SQLite databases read both as bytes and cell by cell, WAL included) are searched for
@@ -63,6 +65,15 @@ def ponder_register_strategies(register):
 '''
 
 
+BROKEN_PLUGIN = f'''\
+"""A plugin whose import fails with both keys in its message (a licence check gone wrong)."""
+import os
+
+raise RuntimeError("licence check failed for " + os.environ["PLANTED_KEY"]
+                   + " and {LITERAL_KEY}")
+'''
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -71,6 +82,10 @@ class Scenario:
     provider: dict[str, Any] = field(default_factory=dict)
     flags: tuple[str, ...] = ()  # before the subcommand: -v, -vv
     args: tuple[str, ...] = ()  # after it: --json
+    command: tuple[str, ...] = ()  # another subcommand than `ask` (then args are ignored)
+    plugin: str = "boom"  # "broken": a --plugin whose import fails with the keys in its error
+    strict: bool = True  # PONDER_STRICT_PLUGINS; off, a broken plugin is listed, not fatal
+    telemetry: bool = False  # [telemetry] jsonl export, content on, into the searched data dir
 
 
 SCENARIOS = (
@@ -81,6 +96,17 @@ SCENARIOS = (
     Scenario("server-5xx-exhausted-vv", "env", flags=("-vv",), args=("--json",),
              provider={"fail_first_n": 10_000, "fail_first_kind": "server_error"}),
     Scenario("crash-traceback-vv", "env", strategy="boom", flags=("-vv",)),
+    # the telemetry exporter: a run that succeeds and one that crashes with the key in its error
+    Scenario("telemetry-jsonl-literal", "literal", telemetry=True),
+    Scenario("telemetry-jsonl-crash", "env", strategy="boom", telemetry=True),
+    # a plugin failing to load with a key in its error: the table's footer, --json's `error`
+    # and `config check`'s warning show the error text (issue 15)
+    Scenario("broken-plugin-table", "literal", command=("plugins",), plugin="broken",
+             strict=False),
+    Scenario("broken-plugin-json-v", "literal", flags=("-v",), command=("plugins", "--json"),
+             plugin="broken", strict=False),
+    Scenario("broken-plugin-config-check", "literal", command=("config", "check"),
+             plugin="broken", strict=False),
 )
 
 
@@ -122,11 +148,13 @@ def _environment(root: Path) -> tuple[dict[str, str], dict[str, Path]]:
 
 def run_scenario(scenario: Scenario, root: Path) -> Run:
     env, dirs = _environment(root)
+    env["PONDER_STRICT_PLUGINS"] = "1" if scenario.strict else "0"
     # the project config and the plugin live outside every searched directory
     project = root / "project"
     project.mkdir()
-    plugin = project / "boom_plugin.py"
-    plugin.write_text(BOOM_PLUGIN, encoding="utf-8")
+    plugin = project / f"{scenario.plugin}_plugin.py"
+    plugin.write_text(BROKEN_PLUGIN if scenario.plugin == "broken" else BOOM_PLUGIN,
+                      encoding="utf-8")
     key = '"$env:PLANTED_KEY"' if scenario.key == "env" else f'"{LITERAL_KEY}"'
     options = {"mode": "oracle", "needles": {"PORT": "48213"}, "retry_after": 0.1,
                "max_lifetime": 180, **scenario.provider}
@@ -135,10 +163,13 @@ def run_scenario(scenario: Scenario, root: Path) -> Run:
         config.write_text(
             f'[strategy]\nname = "{scenario.strategy}"\n[limits]\nmax_retries = 1\n'
             f'[adapter]\nname = "openai_compatible"\nbase_url = "{provider.base_url}"\n'
-            f'model = "fake-model"\napi_key = {key}\n', encoding="utf-8")
+            f'model = "fake-model"\napi_key = {key}\n'
+            + ('[telemetry]\nexporter = "jsonl"\ncapture_content = true\n'
+               if scenario.telemetry else ""), encoding="utf-8")
+        subcommand = list(scenario.command) or [
+            "ask", "What port does the service listen on?", str(CORPUS), *scenario.args]
         command = [sys.executable, "-m", "ponder", *scenario.flags, "--plugin", str(plugin),
-                   "--config", str(config), "ask", "What port does the service listen on?",
-                   str(CORPUS), *scenario.args]
+                   "--config", str(config), *subcommand]
         proc = subprocess.run(command, env=env, cwd=dirs["work"], capture_output=True,
                               text=True, timeout=240)
         stats = provider.stats()
@@ -301,10 +332,11 @@ def test_the_scenarios_took_the_paths_they_claim(runs):
     assert auth.provider_stats["completed"] == 0
     assert "401" in auth.stderr
 
-    # 5xx on every request: retried once, then listed as failed
+    # 5xx on every request: retried once, then listed as failed; nothing was read, so the run
+    # failed (rc 1, status failed) rather than being "partial" (issue 15)
     server = runs["server-5xx-exhausted-vv"]
     data = json.loads(server.stdout)
-    assert server.returncode != 0 and data["partial"] is True
+    assert server.returncode == 1 and data["status"] == "failed"
     assert data["chunks"]["read"] == 0 and data["failures"]
     assert data["usage"]["retries"] >= 1 and "retrying map call" in server.stderr
     assert server.provider_stats["failures"]["server_error"] >= 2
@@ -317,6 +349,19 @@ def test_the_scenarios_took_the_paths_they_claim(runs):
     assert "Traceback (most recent call last)" in crash.stderr
     assert "boom_plugin.py" in crash.stderr
 
+    # the broken plugin was listed as failed, its error shown with both keys masked
+    masked = "import raised RuntimeError: licence check failed for ******** and ********"
+    table = runs["broken-plugin-table"]
+    assert table.returncode == 0, table.output[-2000:]
+    assert f"broken_plugin.py: {masked}" in table.stdout  # the footer under the table
+    listed = runs["broken-plugin-json-v"]
+    assert listed.returncode == 0, listed.output[-2000:]
+    (row,) = [r for r in json.loads(listed.stdout) if r["status"] == "failed"]
+    assert row["error"] == masked and "failed to load and was skipped" in listed.stderr
+    check = runs["broken-plugin-config-check"]
+    assert check.returncode == 0 and "config OK" in check.stdout, check.output[-2000:]
+    assert f"failed to load: {masked}" in check.stderr
+
 
 def test_a_successful_run_writes_to_the_data_dir(runs):
     """The run store lives in the data dir, so the file search above covered it."""
@@ -324,3 +369,18 @@ def test_a_successful_run_writes_to_the_data_dir(runs):
     written = [p for p in run.dirs["data"].rglob("*") if p.is_file()]
     assert written, "nothing under PONDER_DATA_DIR after a successful run"
     assert any(is_sqlite(p) for p in written)
+
+
+def test_the_telemetry_export_was_written_and_holds_no_key(runs):
+    """The exporter really ran (so the file search above covered its output), errors included."""
+    for name in ("telemetry-jsonl-literal", "telemetry-jsonl-crash"):
+        run = runs[name]
+        path = run.dirs["data"] / "telemetry" / "spans.jsonl"
+        spans = [json.loads(line) for line in path.read_text().splitlines()]
+        assert spans and spans[0]["name"] == "invoke_agent ponder", run.output[-2000:]
+        assert not find_leaks(path.read_bytes())
+    crashed = [json.loads(line) for line in (runs["telemetry-jsonl-crash"].dirs["data"]
+               / "telemetry" / "spans.jsonl").read_text().splitlines()]
+    errors = [s for s in crashed if s["status"]["code"] == "ERROR"]
+    assert errors and errors[0]["attributes"]["error.type"] == "RuntimeError"
+    assert "********" in errors[0]["status"]["description"]

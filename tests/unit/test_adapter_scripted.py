@@ -12,8 +12,8 @@ import threading
 import dspy
 import pytest
 
-from ponder.kernel.config import structure_settings
 from ponder.errors import ConfigError
+from ponder.kernel.config import structure_settings
 from ponder.kernel.kinds import Adapter, ModelInfo
 from ponder.plugins import scripted
 from ponder.plugins.scripted import (

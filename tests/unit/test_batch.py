@@ -1,4 +1,5 @@
-"""ponder.support.batch: JSONL files, polling, and streaming downloads against a real local server."""
+"""ponder.support.batch: JSONL files, polling and streaming downloads against a real local
+server."""
 
 from __future__ import annotations
 

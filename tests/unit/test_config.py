@@ -6,8 +6,8 @@ import attrs
 import pytest
 
 from ponder import hookimpl
-from ponder.kernel.config import check_components, load_config, render_toml
 from ponder.errors import ConfigError
+from ponder.kernel.config import check_components, load_config, render_toml
 from ponder.support.secrets import Secret
 from ponder.testing import plugin_set
 

@@ -85,7 +85,8 @@ def test_every_first_party_plugin_has_a_conformance_suite():
                 continue
             bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
             kind = next((k for k in ("Adapter", "Strategy", "Predictor", "Retriever", "Storage",
-                                     "Tool", "Metric", "Optimizer", "Executor", "Exporter") if any(b.endswith(f"{k}Conformance") for b in bases)),
+                                     "Tool", "Metric", "Optimizer", "Executor", "Exporter")
+                         if any(b.endswith(f"{k}Conformance") for b in bases)),
                         None)
             for item in node.body:
                 if (kind and isinstance(item, (ast.Assign, ast.AnnAssign))

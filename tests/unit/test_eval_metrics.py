@@ -78,8 +78,11 @@ def test_numeric_tolerance_and_citations_ignored():
     # the line number of a citation is not the answer
     assert value(Numeric(), "see service/config.py:6", ("6",)) == 0.0
     assert value(Numeric(NumericSettings(pick="last")), "3 then 4", ("3",)) == 0.0
-    with pytest.raises(ValueError, match="not one number"):
-        Numeric().score(ex(("many",)), Prediction("1"))
+    # a gold answer that is not a number: not applicable (None), never a failed example
+    score = Numeric().score(ex(("many",)), Prediction("1"))
+    assert score.value is None and "not applicable" in score.feedback
+    # the numeric one of mixed gold answers counts
+    assert value(Numeric(), "three: 3", ("three", "3")) == 1.0
 
 
 # --- citations -----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""ponder.support.fileutils: atomic writes, per-user dirs, linking, removal, syncing, module names."""
+"""ponder.support.fileutils: atomic writes, per-user dirs, linking, removal, syncing, module
+names."""
 
 from __future__ import annotations
 

@@ -8,12 +8,12 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ponder.kernel.config import structure_settings
+from ponder.engine.services import Services
 from ponder.errors import ConfigError
+from ponder.kernel.config import structure_settings
 from ponder.plugins import _signatures, chain_of_thought, predict
 from ponder.plugins._common import PredictorSettings
 from ponder.plugins.scripted import ScriptedAdapter, ScriptedSettings
-from ponder.engine.services import Services
 from ponder.testing import plugin_set
 from ponder.testing.conformance import PredictorConformance
 

@@ -8,13 +8,13 @@ from typing import Any, ClassVar
 
 import pytest
 
-from ponder.kernel.config import structure_settings
+from ponder.context.sources import Context, Document
+from ponder.engine.services import LimitReached
 from ponder.errors import ConfigError, PonderError
+from ponder.kernel.config import structure_settings
 from ponder.plugins import react, tools
 from ponder.plugins.react import ReactPredictor, ReactSettings
 from ponder.plugins.scripted import ScriptedLM, ScriptExhaustedError
-from ponder.engine.services import LimitReached
-from ponder.context.sources import Context, Document
 from ponder.testing import plugin_set
 from ponder.testing.conformance import PredictorConformance
 
@@ -248,8 +248,8 @@ def test_an_exhausted_script_still_fails_loudly() -> None:
 
 
 def test_through_services_the_kernel_binds_the_registered_tools_to_the_run_context() -> None:
-    from ponder.plugins.scripted import ScriptedAdapter, ScriptedSettings
     from ponder.engine.services import Services
+    from ponder.plugins.scripted import ScriptedAdapter, ScriptedSettings
 
     found = r"observation_0 ## \]\]\n[^\[]*config/settings\.py:3: MAGIC_PORT = 48213"
     adapter = ScriptedAdapter(ScriptedSettings(rules=[

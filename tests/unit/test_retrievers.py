@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from ponder.context.chunking import Chunk, Piece, estimate_tokens
-from ponder.kernel.config import structure_settings
 from ponder.errors import ConfigError, PonderError
+from ponder.kernel.config import structure_settings
 from ponder.plugins import bm25, embeddings
 from ponder.testing.conformance import RetrieverConformance
 from ponder.testing.fake_provider import FakeProvider, embed_text

@@ -1,4 +1,5 @@
-"""ML schema types (ponder.signatures.schema): constraints, coercion, and the error messages they give."""
+"""ML schema types (ponder.signatures.schema): constraints, coercion, and the error messages
+they give."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from ponder.context import sources
-from ponder.errors import PonderError
 from ponder.context.sources import (
     SKIPPED_DIRS,
     Context,
@@ -24,6 +23,7 @@ from ponder.context.sources import (
     load_sources,
     parse_unified_diff,
 )
+from ponder.errors import PonderError
 
 
 def tree(root: Path, files: dict[str, str | bytes]) -> Path:

@@ -84,8 +84,8 @@ def test_memory_location() -> None:
 
 
 def test_settings_are_validated() -> None:
-    from ponder.kernel.config import structure_settings
     from ponder.errors import ConfigError
+    from ponder.kernel.config import structure_settings
 
     with pytest.raises(ConfigError, match=r"storage\.busy_timeout_s"):
         structure_settings(SQLiteSettings, {"busy_timeout_s": -1}, section="storage")
@@ -416,7 +416,8 @@ def populate(storage) -> None:
                                          "latency_s": 0.75, "cost_usd": 0.00007,
                                          "cached": True, "error": "rate limited [429]"})
     storage.finish_run("aaaa11110000", {
-        "status": "partial", "answer": "In retry.py [core/retry.py:10]", "cost_usd": 0.00028,
+        "status": "partial", "answer": "In retry.py [core/support/retry.py:10]",
+        "cost_usd": 0.00028,
         "elapsed_s": 2.5, "usage": {"calls": 2, "input_tokens": 1500, "output_tokens": 120},
         "failures": [{"index": 3, "error": "timeout"}], "stopped_by": "max_cost"})
     storage.begin_run({"id": "bbbb22220000", "started_at": 1_700_000_100.0,
@@ -458,7 +459,7 @@ def test_runs_show(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     out = result.output
     for expected in ("aaaa11110000", "Where is the retry policy configured?",
-                     "In retry.py [core/retry.py:10]", "partial", "max_cost",
+                     "In retry.py [core/support/retry.py:10]", "partial", "max_cost",
                      "input_tokens: 1500", "timeout", "2 LM call(s)", "reduce", "1200",
                      "rate limited [429]", "yes", "1.50s"):
         assert expected in out, f"{expected!r} not in:\n{out}"
@@ -478,10 +479,10 @@ def test_runs_show_unknown_and_ambiguous_ids(tmp_path: Path) -> None:
         populate(storage)
         storage.begin_run({"id": "aaaa99990000"})
     unknown = runs_cli()("show", "zzzz")
-    assert unknown.exit_code == 1
+    assert unknown.exit_code == 2  # an unknown id is bad input (issue 15)
     assert "no run 'zzzz'" in unknown.output
     ambiguous = runs_cli()("show", "aaaa")
-    assert ambiguous.exit_code == 1
+    assert ambiguous.exit_code == 2  # bad input too
     assert "aaaa11110000" in ambiguous.output and "aaaa99990000" in ambiguous.output
 
 
@@ -505,7 +506,7 @@ def test_runs_path_and_the_configured_store(tmp_path: Path) -> None:
 
 
 def test_runs_through_the_real_command_line(tmp_path: Path, monkeypatch) -> None:
-    """`ponder runs` inside the real `ponder` group, as core/cli.py will wire it."""
+    """`ponder runs` inside the real `ponder` group, as core/cli/main.py wires it."""
     from importlib.metadata import entry_points
 
     from ponder import cli as ponder_cli
@@ -523,5 +524,5 @@ def test_runs_through_the_real_command_line(tmp_path: Path, monkeypatch) -> None
     assert listed.exit_code == 0, listed.output
     assert "bbbb22220000" in listed.stdout
     missing = run_cli([*plugin_args, "runs", "show", "nothere"])
-    assert missing.exit_code == 1
+    assert missing.exit_code == 2  # bad input (issue 15)
     assert "no run 'nothere'" in missing.stderr

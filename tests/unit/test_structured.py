@@ -7,12 +7,12 @@ from typing import Any, ClassVar
 
 import pytest
 
+from ponder.engine.services import Services
 from ponder.plugins import structured
 from ponder.plugins._common import PredictorSettings
 from ponder.plugins.scripted import ScriptedAdapter, ScriptedLM, ScriptedSettings
 from ponder.plugins.structured import StructuredOutputError, StructuredPredictor
 from ponder.signatures.schema import ConfidenceLabel, Embedding, Probability
-from ponder.engine.services import Services
 from ponder.testing import plugin_set
 from ponder.testing.conformance import PredictorConformance
 

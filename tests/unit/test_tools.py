@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from ponder.context.sources import Context, Document
 from ponder.kernel.kinds import Tool
 from ponder.plugins import tools
-from ponder.context.sources import Context, Document
 from ponder.testing import plugin_set
 from ponder.testing.conformance import ToolConformance
 
@@ -162,7 +162,8 @@ def test_list_files_shows_paths_with_line_ranges_and_sizes(bound) -> None:
     lines = out.splitlines()
     total = sum(len(d.text) for d in make_context().documents)
     assert lines[0] == f"4 files, {total:,} characters:"
-    # a Python file also shows the module an import would name (ponder.support.fileutils.path_to_module)
+    # a Python file also shows the module an import would name
+    # (ponder.support.fileutils.path_to_module)
     assert (f"config/settings.py (module config.settings, lines 1-3, {len(SETTINGS)} chars)"
             in lines)
     assert any(line.startswith("patch.diff (lines 10-12,") for line in lines)
