@@ -114,8 +114,11 @@ def print_results(results: list[Any], comparisons: list[Any], *, live: bool = Tr
         if result.failed > len(shown):
             click.echo(f"{prefix}… and {result.failed - len(shown)} more failed", err=True)
         if result.not_run:
-            why = "interrupted" if result.status == "interrupted" else (
-                "stopped: the provider cannot be used" if result.stop_reason else "stopped")
+            why = {"interrupted": "interrupted",
+                   # a record still "running": another process runs it, or it was killed
+                   "running": "the eval is still running, or was killed"}.get(
+                result.status, "stopped: the provider cannot be used" if result.stop_reason
+                else "stopped")
             click.echo(f"{prefix}not run ({why}): {len(result.not_run)} example(s): "
                        f"{_ids(result.not_run)}", err=True)
     if live and any(r.resumed for r in results):

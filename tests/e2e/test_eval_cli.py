@@ -256,6 +256,13 @@ def test_sigkilled_eval_resumes_without_repeating_a_finished_example(tmp_path: P
             child.communicate()
         finished = recorded()
         assert 4 <= finished < 12
+        # the killed eval's record still says running: `show` lists what it has not got
+        (killed,) = json.loads(run_cli(["--config", str(cfg), "eval", "list",
+                                        "--json"]).stdout)
+        shown = run_cli(["--config", str(cfg), "eval", "show", killed["id"]])
+        assert killed["status"] == "running"
+        assert (f"not run (the eval is still running, or was killed): {12 - finished} "
+                f"example(s)") in shown.stderr
         before = provider.stats()["requests"]
         out = run_cli(["--config", str(cfg), "eval", str(data), "--json"])
         asked = provider.stats()["requests"] - before
