@@ -69,9 +69,10 @@ def declare_openai_compatible(base_url: str) -> str:
     return pid
 
 
-def build_native_lm(
+def build_dspy_lm(
     model: str,
     *,
+    engine: str,
     api_key: str | None = None,
     api_base: str | None = None,
     temperature: float | None = 0.0,
@@ -79,10 +80,12 @@ def build_native_lm(
     timeout_s: float | None = 120.0,
     extra: dict[str, Any] | None = None,
 ) -> dspy.LM:
-    """A ``dspy.LM`` on the native engine (litellm only for calls it cannot carry).
+    """The one place ponder constructs a ``dspy.LM``, on ``engine`` (``"auto"``: native, litellm
+    only for calls lm15 cannot carry; ``"litellm"``: always litellm).
 
-    Like :func:`ponder.plugins.litellm_adapter.build_litellm_lm`: ``num_retries=0`` (ponder
-    retries), ``cache=False`` (ponder caches), and ``api_key``/``api_base`` only when set.
+    Always ``num_retries=0`` (ponder retries) and ``cache=False`` (ponder caches); ``extra`` may
+    not set either (nor the engine or model). ``api_key``/``api_base`` are only passed when set,
+    so litellm's own env-var lookup still applies.
     """
     _local_metadata()
     import dspy
@@ -99,7 +102,14 @@ def build_native_lm(
     if timeout_s is not None:
         kwargs["timeout"] = timeout_s
     return dspy.LM(model, temperature=temperature, max_tokens=max_tokens, num_retries=0,
-                   cache=False, engine="auto", **kwargs)
+                   cache=False, engine=engine, **kwargs)
+
+
+def build_native_lm(model: str, **options: Any) -> dspy.LM:
+    """A ``dspy.LM`` on the native engine (litellm only for calls it cannot carry); ``options``
+    are :func:`build_dspy_lm`'s (``api_key``, ``api_base``, ``temperature``, ``max_tokens``,
+    ``timeout_s``, ``extra``)."""
+    return build_dspy_lm(model, engine="auto", **options)
 
 
 def snapshot_model_info(provider: str, model: str) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import attrs
 from ponder import hookimpl
 from ponder.errors import ConfigError
 from ponder.kernel.kinds import ModelInfo
+from ponder.plugins._native_lm import RESERVED_EXTRA, build_dspy_lm
 from ponder.support.secrets import Secret
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,8 +48,6 @@ logger = logging.getLogger(__name__)
 #: Used when neither the settings nor litellm's model map give a context window.
 FALLBACK_CONTEXT_WINDOW = 8192
 
-#: Keys of ``extra`` that would add a second retry layer or a response cache under ponder's.
-_RESERVED_EXTRA = frozenset({"num_retries", "max_retries", "cache", "engine", "model"})
 
 
 def positive_or_none(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -62,7 +61,7 @@ def non_negative_or_none(instance: Any, attribute: attrs.Attribute, value: Any) 
 
 
 def check_extra(instance: Any, attribute: attrs.Attribute, value: dict[str, Any]) -> None:
-    reserved = sorted(_RESERVED_EXTRA.intersection(value))
+    reserved = sorted(RESERVED_EXTRA.intersection(value))
     if reserved:
         raise ValueError(
             f"'{attribute.name}' may not set {reserved}: ponder owns retries and caching "
@@ -141,47 +140,14 @@ def litellm_model_info(
     )
 
 
-def build_litellm_lm(
-    model: str,
-    *,
-    api_key: str | None = None,
-    api_base: str | None = None,
-    temperature: float | None = 0.0,
-    max_tokens: int | None = 1024,
-    timeout_s: float | None = 120.0,
-    extra: dict[str, Any] | None = None,
-) -> dspy.LM:
-    """The one place ponder builds a litellm-backed ``dspy.LM``.
+def build_litellm_lm(model: str, **options: Any) -> dspy.LM:
+    """The one place ponder builds a litellm-backed ``dspy.LM``: :func:`build_dspy_lm` (same
+    ``options``, same ``num_retries=0``/``cache=False``) with ``engine="litellm"``.
 
-    Always ``num_retries=0`` (ponder retries), ``cache=False`` and ``engine="litellm"`` (DSPy
-    3.4's "auto" engine may otherwise bypass litellm with its native HTTP client for some
-    providers; these adapters promise litellm's provider coverage and error types). ``api_key``
-    and ``api_base`` are only passed when set, so litellm's own env-var lookup still applies.
+    DSPy 3.4's "auto" engine may otherwise bypass litellm with its native HTTP client for some
+    providers; these adapters promise litellm's provider coverage and error types.
     """
-    _ensure_local_cost_map()
-    import dspy
-
-    kwargs: dict[str, Any] = dict(extra or {})
-    reserved = sorted(_RESERVED_EXTRA.intersection(kwargs))
-    if reserved:
-        raise ConfigError(
-            f"[adapter] extra may not set {reserved}: ponder owns retries and caching"
-        )
-    if api_key is not None:
-        kwargs["api_key"] = api_key
-    if api_base is not None:
-        kwargs["api_base"] = api_base
-    if timeout_s is not None:
-        kwargs["timeout"] = timeout_s
-    return dspy.LM(
-        model,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        num_retries=0,
-        cache=False,
-        engine="litellm",
-        **kwargs,
-    )
+    return build_dspy_lm(model, engine="litellm", **options)
 
 
 @attrs.define

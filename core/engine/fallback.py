@@ -192,9 +192,7 @@ class FallbackChain:
         attempt = _Attempt(self)
         for link in attempt.candidates():
             try:
-                outputs = invoke(link)
-                if is_empty_reply(outputs):
-                    raise EmptyReply(f"adapter {link.name!r}: the provider sent an empty reply")
+                outputs = _require_reply(link, invoke(link))
             except Exception as exc:
                 attempt.failed(link, exc)  # raises when the error is not the provider's
                 continue
@@ -209,9 +207,7 @@ class FallbackChain:
         attempt = _Attempt(self)
         for link in attempt.candidates():
             try:
-                outputs = await invoke(link)
-                if is_empty_reply(outputs):
-                    raise EmptyReply(f"adapter {link.name!r}: the provider sent an empty reply")
+                outputs = _require_reply(link, await invoke(link))
             except Exception as exc:
                 attempt.failed(link, exc)
                 continue
@@ -221,6 +217,14 @@ class FallbackChain:
             attempt.succeeded(link)
             return outputs
         raise attempt.exhausted()
+
+
+def _require_reply(link: ChainLink, outputs: Any) -> Any:
+    """``outputs``, or :class:`EmptyReply` when the provider sent nothing: an empty reply fails
+    over like an error (the sync and async call paths share this check)."""
+    if is_empty_reply(outputs):
+        raise EmptyReply(f"adapter {link.name!r}: the provider sent an empty reply")
+    return outputs
 
 
 class _Attempt:

@@ -469,9 +469,7 @@ def run_pipeline(plan: Plan, system: Any, *, sources: Sequence[str] | Any = (),
                  exclude: Sequence[str] = (), tracker: Tracker | None = None) -> PipelineResult:
     """Run ``plan`` with ``system``'s config and plugins over ``sources``."""
     from ponder.context.sources import Context, load_sources
-    from ponder.engine.services import Services
     from ponder.engine.system import RunRecorder, choose_adapter
-    from ponder.support.retry import RetryPolicy
 
     started = time.perf_counter()
     values = _pipeline_inputs(plan, inputs or {})
@@ -500,32 +498,23 @@ def run_pipeline(plan: Plan, system: Any, *, sources: Sequence[str] | Any = (),
     # eval's shared budget (system.budget) when there is one, its caller holding a slot
     budget = system.budget if getattr(system, "budget", None) is not None else \
         ConcurrencyBudget(limits.concurrency)
-    services = Services(
-        lm=lm, model_info=model_info, predictor=system.build("predictor"),
-        retriever=system.build("retriever"), tracker=tracker,
-        retry=RetryPolicy(max_retries=limits.max_retries), concurrency=limits.concurrency,
-        max_cost=limits.max_cost, max_tokens=limits.max_tokens, timeout=limits.timeout,
-        progress_mode=system.progress, plugin_set=system.plugins,
-        dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)(), context=context,
-        names={"adapter": (adapter_name, getattr(adapter, "settings", None)),
-               "retriever": (system.config.retriever.name, None)},
-        cache=cache, on_call=recorder.record_call, storage=recorder.storage, budget=budget)
+    services = system.services_for_run(
+        lm=lm, model_info=model_info, adapter=adapter, adapter_name=adapter_name,
+        predictor=system.build("predictor"), retriever=system.build("retriever"),
+        tracker=tracker, context=context, recorder=recorder, cache=cache, budget=budget,
+        names={"retriever": (system.config.retriever.name, None)})
     state = _Run(plan, system, context, values, services, recorder.storage)
     graph = {name: set(stage.needs) for name, stage in plan.stages.items()}
-    try:
-        with tracker.span("pipeline", SpanType.RUN, run_id=run_id,
-                          pipeline=plan.pipeline.name) as span:
-            results = run_graph(graph, state.run, skip=state.skip, remaining_s=services.remaining_s,
-                                budget=budget, holds_slot=budget is getattr(system, "budget", None))
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
+    with recorder.guard(services, tracker, started, cache):
+        try:
+            with tracker.span("pipeline", SpanType.RUN, run_id=run_id,
+                              pipeline=plan.pipeline.name) as span:
+                results = run_graph(graph, state.run, skip=state.skip,
+                                    remaining_s=services.remaining_s, budget=budget,
+                                    holds_slot=budget is getattr(system, "budget", None))
+        except KeyboardInterrupt:
             services.interrupt()  # the views share the flag: every stage stops at its next call
-        recorder.fail(exc, services, tracker, started)
-        recorder.close()
-        raise
-    finally:
-        if cache is not None:
-            cache.close()
+            raise
     results = {name: results[name] for name in plan.stages}  # plan order
     _count_calls(results, tracker)
     read = {stage for p in plan.stages.values() for stage in p.needs}

@@ -6,7 +6,6 @@ httpx is imported only inside :func:`stream_download`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import os
@@ -20,7 +19,7 @@ from typing import Any
 import attrs
 
 from ponder.errors import PonderError
-from ponder.support.fileutils import atomic_write, get_cache_dir
+from ponder.support.fileutils import atomic_output, atomic_write, get_cache_dir
 from ponder.support.retry import RetryPolicy, retry_with_backoff
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -206,7 +205,6 @@ async def stream_download(
 
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.part"
     own_client = client is None
     if own_client:
         client = httpx.AsyncClient(timeout=timeout, follow_redirects=True)
@@ -220,16 +218,10 @@ async def stream_download(
                     status_code=response.status_code,
                     url=safe_url(url),
                 )
-            with open(tmp, "wb") as fh:
+            # a temp file beside ``out``, renamed over it once the whole body is written
+            with atomic_output(out, suffix=".part", keep_mode=False) as fh:
                 async for chunk in response.aiter_bytes(chunk_size):
                     fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     finally:
         if own_client:
             await client.aclose()

@@ -44,7 +44,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -102,23 +102,32 @@ def _ordered_texts(messages: Iterable[Mapping[str, Any]]) -> list[str]:
     return system + other
 
 
-def _scan_type(line: str, start: int) -> int:
-    """Index of the ``)`` closing the type starting at ``start``, or -1; brackets/quotes aware."""
+def _unquoted(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """``(index, char, depth)`` for each char of ``text[start:]`` outside quotes, ``depth`` being
+    the brackets open before it: the one bracket/quote scanner both parsers below walk."""
     depth = 0
     quote = ""
-    for i in range(start, len(line)):
-        ch = line[i]
+    for i in range(start, len(text)):
+        ch = text[i]
         if quote:
             if ch == quote:
                 quote = ""
-        elif ch in "'\"":
+            continue
+        if ch in "'\"":
             quote = ch
-        elif ch in "[(":
+            continue
+        yield i, ch, depth
+        if ch in "[(":
             depth += 1
         elif ch in "])":
-            if depth == 0:
-                return i if ch == ")" else -1
             depth -= 1
+
+
+def _scan_type(line: str, start: int) -> int:
+    """Index of the ``)`` closing the type starting at ``start``, or -1; brackets/quotes aware."""
+    for i, ch, depth in _unquoted(line, start):
+        if ch in "])" and depth == 0:
+            return i if ch == ")" else -1
     return -1
 
 
@@ -188,24 +197,15 @@ def detect_style(messages: Iterable[Mapping[str, Any]], json_mode: bool | None =
 
 def _split_args(inner: str) -> list[str]:
     """Split ``"a, b[c, d], e"`` at top-level commas."""
-    out, depth, quote, cur = [], 0, "", []
-    for ch in inner:
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            out.append("".join(cur).strip())
-            cur = []
-            continue
-        cur.append(ch)
-    if "".join(cur).strip():
-        out.append("".join(cur).strip())
+    out: list[str] = []
+    begin = 0
+    for i, ch, depth in _unquoted(inner):
+        if ch == "," and depth == 0:
+            out.append(inner[begin:i].strip())
+            begin = i + 1
+    tail = inner[begin:].strip()
+    if tail:
+        out.append(tail)
     return out
 
 

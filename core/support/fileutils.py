@@ -8,32 +8,35 @@ import shutil
 import stat
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 StrPath = str | os.PathLike[str]
 
 
-def atomic_write(path: StrPath, content: str | bytes, *, encoding: str = "utf-8") -> Path:
-    """Write ``content`` to ``path`` so readers see the old file or the new one, never half.
+@contextlib.contextmanager
+def atomic_output(
+    path: StrPath, *, suffix: str = ".tmp", keep_mode: bool = True
+) -> Iterator[BinaryIO]:
+    """A binary file whose bytes replace ``path`` only when the ``with`` block ends cleanly, so
+    readers see the old file or the new one, never half; on any error the temp file is removed.
 
     The temp file lives in the same directory because ``os.replace`` is only atomic within one
-    filesystem. Parent directories are created. Returns the path written.
+    filesystem; parent directories are created. ``keep_mode``: a replaced file keeps its mode.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    data = content.encode(encoding) if isinstance(content, str) else bytes(content)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}{suffix}"
     # os.open with 0o666 lets the umask decide the mode, as for a plain open() (mkstemp's
     # 0o600 would silently make every rewritten file private)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        if target.exists():
+        if keep_mode and target.exists():
             with contextlib.suppress(OSError):
                 os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))  # keep the file's own mode
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -42,7 +45,15 @@ def atomic_write(path: StrPath, content: str | bytes, *, encoding: str = "utf-8"
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return target
+
+
+def atomic_write(path: StrPath, content: str | bytes, *, encoding: str = "utf-8") -> Path:
+    """Write ``content`` to ``path`` so readers see the old file or the new one, never half
+    (through :func:`atomic_output`; the file keeps its mode). Returns the path written."""
+    data = content.encode(encoding) if isinstance(content, str) else bytes(content)
+    with atomic_output(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def _user_dir(env_var: str, platform_fn_name: str, parts: tuple[str, ...], create: bool) -> Path:

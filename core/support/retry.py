@@ -336,6 +336,24 @@ def _policy(
     )
 
 
+def _retry_delay(
+    policy: RetryPolicy,
+    attempt: int,
+    exc: BaseException,
+    retry_on: Callable[[BaseException], bool],
+    rng: _Uniform | None,
+) -> float | None:
+    """Seconds to wait before retrying after ``exc`` failed retry number ``attempt`` (0 for the
+    first call), or None to give up: retries spent, or an error ``retry_on`` rejects.
+
+    The one decision shared by the async loop and the sync one; the caller re-raises on None
+    (a bare ``raise`` in its ``except``, so the traceback stays the caller's).
+    """
+    if attempt >= policy.max_retries or not retry_on(exc):
+        return None
+    return policy.delay(attempt, exc, rng)
+
+
 async def retry_with_backoff(
     fn: Callable[..., Awaitable[T]],
     *args: Any,
@@ -371,9 +389,9 @@ async def retry_with_backoff(
                 result = await result
             return result  # type: ignore[return-value]
         except Exception as exc:
-            if attempt >= pol.max_retries or not retry_on(exc):
+            wait = _retry_delay(pol, attempt, exc, retry_on, rng)
+            if wait is None:
                 raise
-            wait = pol.delay(attempt, exc, rng)
             attempt += 1
             if on_retry is not None:
                 notified = on_retry(attempt, exc, wait)
@@ -401,9 +419,9 @@ def call_with_retry(
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if attempt >= policy.max_retries or not retry_on(exc):
+            wait = _retry_delay(policy, attempt, exc, retry_on, rng)
+            if wait is None:
                 raise
-            wait = policy.delay(attempt, exc, rng)
             attempt += 1
             if on_retry is not None:
                 on_retry(attempt, exc, wait)
