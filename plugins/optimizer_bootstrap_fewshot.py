@@ -64,6 +64,8 @@ from ponder import hookimpl
 PONDER_PLUGIN_API = 1
 
 log = logging.getLogger("ponder.optimize")
+#: the joint search numbers its prompt trials from here
+PROMPT_TRIALS = 10_000
 
 
 @attrs.define
@@ -162,7 +164,11 @@ class BootstrapFewShotOptimizer:
             seen.add(trial.candidate)
             state = self.compile(study, trial.number, seed=seed)
             if state is not None:
-                study.evaluate({**trial.assignment, prompt.key: study.save_prompts(state)})
+                # numbered apart from the config search's trials, which a resumed search
+                # (Optuna's own numbering) continues
+                taken = [t.number for t in study.trials(every=True) if t.number >= PROMPT_TRIALS]
+                study.evaluate({**trial.assignment, prompt.key: study.save_prompts(state)},
+                               number=max(taken, default=PROMPT_TRIALS - 1) + 1)
 
     @staticmethod
     def _point(study: Any, rng: random.Random) -> dict[str, Any]:
@@ -181,6 +187,9 @@ class BootstrapFewShotOptimizer:
                      if result.failure is None and calls]
         if not collected:
             return None
+        # in train order, not the order the examples finished: the same traces, the same demos
+        order = {str(example.id): i for i, example in enumerate(study.train)}
+        collected.sort(key=lambda rc: (order.get(str(rc[0].id), len(order)), str(rc[0].id)))
         metric = build_metric(study.metrics[0], study.plugins)
         dspy_metric = as_dspy_metric(metric, self.settings.pass_threshold)
         by_id = {str(result.id): (result, calls) for result, calls in collected}

@@ -85,6 +85,18 @@ def space_command(state: AppState, file: str, as_json: bool) -> None:
 
 
 # --- run --------------------------------------------------------------------------------------
+def _finite_limit(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
+    """A study's --max-cost / --timeout: finite and not negative. ``nan`` compares false with
+    everything, so the budget would never be reached (the limit silently off), as ``ask``'s
+    limits refuse it too."""
+    import math
+
+    if value is not None and (not math.isfinite(value) or value < 0):
+        what = "a finite number" if not math.isfinite(value) else "a number >= 0"
+        raise click.BadParameter(f"expected {what}, got {value!r}", ctx=ctx, param=param)
+    return value
+
+
 @optimize_group.command("run")
 @click.argument("dataset", required=False)
 @click.option("--space", "space_path", metavar="FILE",
@@ -94,9 +106,11 @@ def space_command(state: AppState, file: str, as_json: bool) -> None:
 @click.option("--metric", "metrics", multiple=True,
               help="Metric plugin(s); the first is the score (default contains).")
 @click.option("--objectives", help="Comma-separated: score, cost, calls, latency, tokens.")
-@click.option("--max-cost", type=float, help="Stop the study after this much (USD).")
+@click.option("--max-cost", type=float, callback=_finite_limit,
+              help="Stop the study after this much (USD).")
 @click.option("--max-calls", type=click.IntRange(min=1), help="Stop after this many LM calls.")
-@click.option("--timeout", type=float, help="Stop the study after this many seconds.")
+@click.option("--timeout", type=float, callback=_finite_limit,
+              help="Stop the study after this many seconds.")
 @click.option("--seed", type=int, help="Seed of the split, the stream order and the sampler.")
 @click.option("--val-fraction", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
               help="Share of examples held out for val without a split column (0.3).")

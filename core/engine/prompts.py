@@ -56,8 +56,10 @@ class TraceCollector:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._started: dict[str, tuple[str, dict[str, Any]]] = {}
-        self._seen: set[int] = set()
+        self._started: dict[str, tuple[str, dict[str, Any], tuple[int, int]]] = {}
+        #: (predict, thread) -> the outermost call in flight: should a nested ``__call__`` of
+        #: the same Predict report too, one call is still recorded once
+        self._active: dict[tuple[int, int], str] = {}
         #: (signature name, inputs, outputs), in the order the calls finished
         self.calls: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
 
@@ -66,18 +68,22 @@ class TraceCollector:
         kwargs = inputs.get("kwargs", inputs) if isinstance(inputs, dict) else {}
         name = signature_name(getattr(instance, "_ponder_signature", None)
                               or getattr(instance, "signature", None))
+        key = (id(instance), threading.get_ident())
         with self._lock:
+            if key in self._active:  # the nested report of a call already being recorded
+                return
+            self._active[key] = call_id
             self._started[call_id] = (name, {k: v for k, v in dict(kwargs).items()
-                                             if not k.startswith("_") and k != "config"})
+                                             if not k.startswith("_") and k != "config"}, key)
 
     def on_module_end(self, call_id: str, outputs: Any, exception: Exception | None) -> None:
         with self._lock:
             started = self._started.pop(call_id, None)
-            # Predict.__call__ and Module.__call__ both report: keep one record per prediction
-            if started is None or exception is not None or outputs is None \
-                    or id(outputs) in self._seen:
+            if started is None:
                 return
-            self._seen.add(id(outputs))
+            self._active.pop(started[2], None)
+            if exception is not None or outputs is None:
+                return
             fields = dict(outputs.items()) if hasattr(outputs, "items") else {}
             self.calls.append((started[0], started[1], fields))
 

@@ -187,6 +187,7 @@ top_k = 1
             == [(0.0, 0.6), (0.5, 0.0), (1.0, 0.0)]
         assert trials[3]["assignment"]["adapter.temperature"] == 0.0
         assert "predictor.prompt" in trials[3]["assignment"] and trials[3]["score"] == 1.0
+        assert trials[3]["number"] == 10_000  # numbered apart from the grid's trials
         assert out["baseline_val"]["score"] == 0.0 and out["best_val"]["score"] == 1.0
 
 

@@ -59,7 +59,7 @@ def test_tpe_without_optuna_names_the_extra() -> None:
             "from ponder.plugins.optimizer_tpe import TPEOptimizer\n"
             "try:\n    TPEOptimizer()\nexcept Exception as exc:\n    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert "pip install 'ponder[optimize]'" in out.stdout + out.stderr
+    assert "pip install -e '.[optimize]'" in out.stdout + out.stderr
 
 
 def test_optimizer_settings_come_from_their_optimize_section() -> None:

@@ -56,3 +56,25 @@ def test_a_state_that_is_not_json_names_its_key() -> None:
                     origins={"optimize.prompts.Answer": "best.toml"})
     with pytest.raises(ConfigError, match=r"best.toml: optimize.prompts.Answer: not DSPy JSON"):
         PromptState.from_config(config)
+
+
+@pytest.mark.parametrize("module", ["predict", "chain_of_thought"])
+def test_a_collector_records_each_predict_call_once(module: str) -> None:
+    import dspy
+    from dspy.utils import DummyLM
+
+    from ponder.engine.prompts import collecting
+    from ponder.plugins._signatures import answer_signature
+
+    signature = answer_signature()
+    built = dspy.Predict(signature) if module == "predict" else dspy.ChainOfThought(signature)
+    with collecting("unit") as collector:
+        PromptState(collect="unit").apply(built, signature)
+        reply = {"reasoning": "r", "answer": "42"}
+        with dspy.context(lm=DummyLM([reply, reply])):
+            built(question="q?", context="1| the answer is 42")
+            built(question="q2?", context="1| 42")
+    assert [(n, i["question"]) for n, i, _ in collector.calls] == [("Answer", "q?"),
+                                                                   ("Answer", "q2?")]
+    assert collector.calls[0][2]["answer"] == "42"
+    assert collector.for_question("q2?") == [collector.calls[1]]
