@@ -184,12 +184,20 @@ def add_batch_commands(cli: click.Group) -> None:
     @click.pass_context
     def cancel(ctx: click.Context, job_id: str, as_json: bool) -> None:
         """Cancel JOB_ID (answers it finished stay; `results` retries or lists the rest)."""
+        from ponder.support.batch import TERMINAL_STATUSES
+
         try:
             with _jobs(ctx, quiet=True) as jobs:
+                was = jobs.get(job_id).get("status")
                 record = jobs.cancel(job_id)
         except (PonderError, OSError) as exc:
             _fail(ctx, exc, as_json)
             return
+        if was in TERMINAL_STATUSES:  # said plainly, not as if the cancel had done something
+            record = {**record, "note": f"{record['id']} had already ended ({was}): nothing "
+                                        "to cancel; `ponder batch results` shows its answers"}
+            if not as_json:
+                click.echo(f"ponder: {record['note']}", err=True)
         _emit(record, as_json)
 
     @batch_group.command("list")

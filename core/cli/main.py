@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         # since its message or a chained cause may hold a key (a provider echoing it, a plugin)
         import traceback
 
+        from ponder.engine.failures import clip_error
         from ponder.support.retry import describe_error, is_retryable
         from ponder.support.secrets import redact
 
@@ -75,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
         hint = "" if debug else " (run with -vv for the traceback)"
         # ponder's words (describe_error drops lm15's "never retries for you" advice), and
         # the reply a parse error quotes is cut: the hint must not drown under 20 MB of it
-        from ponder.engine.failures import clip_error
-
         text = clip_error(describe_error(exc))
         return report_error(f"ponder: {what}: {type(exc).__name__}: {text}{hint}", 1,
                             as_json=as_json)

@@ -138,7 +138,10 @@ class Answer:
         return data
 
 
-_CITATION = re.compile(r"(?P<path>[\w./\\-]+\.\w+|<stdin>):(?P<line>\d+)")
+#: ``path:line``, starting at a word boundary: not inside a URL (``http://127.0.0.1:8080`` in
+#: ponder's own "cannot reach the provider at …" note is no citation, and was reported as a
+#: dropped one) nor in the middle of a longer token
+_CITATION = re.compile(r"(?<![\w:/.\\-])(?P<path>[\w./\\-]+\.\w+|<stdin>):(?P<line>\d+)")
 
 
 def _known_paths_pattern(paths: Sequence[str]) -> re.Pattern[str] | None:
@@ -193,8 +196,11 @@ def extract_citations(text: str, documents: Any, *,
             dropped.append({"path": path, "line": line, "reason": reason})
 
     for _, path, line in sorted(matches):
-        if path not in lines:  # the model may shorten a path: accept a unique suffix match
-            candidates = [p for p in lines if p.endswith("/" + path)]
+        if path not in lines:  # the model may shorten a path: accept a unique suffix match;
+            # or lengthen it: the path as given on the command line (``corpus/f1.py`` for a
+            # document loaded from ``corpus/`` as ``f1.py``)
+            candidates = [p for p in lines if p.endswith("/" + path)] or \
+                [p for p in lines if path.endswith("/" + p)]
             if len(candidates) != 1:
                 drop(path, line, "not a loaded document")
                 continue

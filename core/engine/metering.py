@@ -215,6 +215,11 @@ def unreachable_message(exc: BaseException, url: str | None, attempts: int,
     else:
         why = "the connection failed"
     where = "the provider"
+    if url and "gaierror" in names and urlsplit(url).username is not None:
+        # the message hides user:password@, so say it is what broke the host name (urllib,
+        # under dspy's native engine, does not take credentials in the URL)
+        why += (" (base_url holds user:password@, which the HTTP client cannot use: "
+                "remove it and set api_key instead)")
     if url:
         parts = urlsplit(url)
         host = parts.hostname or ""

@@ -465,11 +465,12 @@ class Services:
         cap = self.reply_cap_chars()
         longest = cap_fields(prediction, cap, _fields_of)
         if longest:
-            problem = (f"a {role} reply was cut to {cap:,} characters per field (it had "
+            problem = (f"the {role} call's reply was cut to {cap:,} characters per field (it had "
                        f"{longest:,}, far beyond max_output_tokens = "
                        f"{self.model_info.max_output_tokens})")
             with self._lock:
-                if not any(p.startswith(f"a {role} reply was cut") for p in self.problems):
+                if not any(p.startswith(f"the {role} call's reply was cut")
+                           for p in self.problems):
                     self.problems.append(problem)
             log.warning("%s", problem)
         return prediction

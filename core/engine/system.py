@@ -12,13 +12,14 @@ so anything a config file can say, code can say::
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -71,6 +72,20 @@ def choose_adapter(config: Config, environ: Any = None) -> tuple[str, str]:
     raise ConfigError(NO_MODEL_MESSAGE)
 
 
+def _span_records(tracker: Tracker) -> list[dict[str, Any]]:
+    """The run's spans as stored: a span's error is cut like every other error text (a parse
+    error quotes the whole reply: 20 MB of it, once per failed call, made a 300 MB store)."""
+    from ponder.engine.failures import clip_error
+
+    records = []
+    for span in tracker.spans:
+        data = span.to_dict()
+        if isinstance(data.get("error"), str):
+            data["error"] = clip_error(data["error"])
+        records.append(data)
+    return records
+
+
 class RunRecorder:
     """Writes one run to the store as it goes: begun, every LM call, then finished or failed.
 
@@ -117,6 +132,22 @@ class RunRecorder:
     def close(self) -> None:
         self._safely("close", lambda: self.storage.close())
 
+    @contextlib.contextmanager
+    def guard(self, services: Any, tracker: Tracker, started: float,
+              cache: Any = None) -> Iterator[None]:
+        """Around a run's work (an ask, a pipeline): an error, Ctrl-C included, is recorded as
+        the run's failure and the recorder closed before it goes on up; the run's response
+        cache is closed either way."""
+        try:
+            yield
+        except BaseException as exc:
+            self.fail(exc, services, tracker, started)
+            self.close()
+            raise
+        finally:
+            if cache is not None:
+                cache.close()
+
     def record_call(self, call: dict[str, Any]) -> None:
         from ponder.engine.failures import clip_error
 
@@ -141,7 +172,7 @@ class RunRecorder:
             "strategy": answer.strategy,
             "note": answer.note,
             "problems": answer.problems,
-            "spans": [span.to_dict() for span in tracker.spans],
+            "spans": _span_records(tracker),
             "adapters": getattr(self, "adapters", None),
         }
         self._safely("finish the run", lambda: self.storage.finish_run(self.run_id, result))
@@ -163,7 +194,7 @@ class RunRecorder:
                           "kind": "run"}],
             "stopped_by": services.stopped_by,
             "chunks": {},
-            "spans": [span.to_dict() for span in tracker.spans],
+            "spans": _span_records(tracker),
         }
         self._safely("finish the run", lambda: self.storage.finish_run(self.run_id, result))
 
@@ -270,10 +301,9 @@ class System:
     def run(self, question: str, context: Any, *, chunk_tokens: int | None = None,
             tracker: Tracker | None = None, started: float | None = None) -> Answer:
         from ponder.engine.prompts import PromptState
-        from ponder.engine.services import LimitReached, Services
+        from ponder.engine.services import LimitReached
         from ponder.engine.signals import sigterm_as_interrupt
         from ponder.engine.telemetry import watch_run
-        from ponder.support.retry import RetryPolicy
 
         started = time.perf_counter() if started is None else started
         adapter_name, adapter_reason = choose_adapter(self.config)
@@ -284,47 +314,30 @@ class System:
         predictor_name = self.config.predictor.name or "predict"
         predictor = self.build("predictor", predictor_name)
         retriever = self.build("retriever")
-        limits = self.config.limits
         tracker = tracker or Tracker()
         run_id = uuid.uuid4().hex[:12]
         # [telemetry]: exporters built now (a bad section fails here), spans exported at the end
         watch_run(self, tracker, run_id=run_id, model=model_info.model, adapter=adapter_name,
                   question=question)
-        recorder = RunRecorder(self._open_storage_for_run(), run_id)
+        storage, unrecorded = self._open_storage_for_run()
+        recorder = RunRecorder(storage, run_id)
         recorder.begin(question=question, context=context, config=self.config,
                        model=model_info.model, adapter=adapter_name, strategy=strategy_name)
         cache = self.open_cache(adapter)
-        services = Services(
-            lm=lm,
-            model_info=model_info,
-            predictor=predictor,
-            retriever=retriever,
-            tracker=tracker,
-            retry=RetryPolicy(max_retries=limits.max_retries),
-            concurrency=limits.concurrency,
-            max_cost=limits.max_cost,
-            max_tokens=limits.max_tokens,
-            timeout=limits.timeout,
-            progress_mode=self.progress,
-            chunk_tokens=chunk_tokens,
-            plugin_set=self.plugins,
-            # an adapter may ask for a prompt format its model copes with (small local models)
-            dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)(),
-            context=context,
+        services = self.services_for_run(
+            lm=lm, model_info=model_info, adapter=adapter, adapter_name=adapter_name,
+            predictor=predictor, retriever=retriever, tracker=tracker, context=context,
+            recorder=recorder, cache=cache, budget=self.budget,
             names={
-                "adapter": (adapter_name, getattr(adapter, "settings", None)),
                 "predictor": (predictor_name, getattr(predictor, "settings", None)),
                 "retriever": (self.config.retriever.name, getattr(retriever, "settings", None)),
             },
-            cache=cache,
-            on_call=recorder.record_call,
-            storage=recorder.storage,
-            budget=self.budget,
+            chunk_tokens=chunk_tokens,
             # [optimize.prompts]: the demos/instructions a prompt optimizer compiled
             prompts=PromptState.from_config(self.config),
             **self._executor_services(adapter_name, predictor_name, chunk_tokens),
         )
-        try:
+        with recorder.guard(services, tracker, started, cache):
             with tracker.span("run", SpanType.RUN, run_id=run_id, strategy=strategy_name):
                 try:
                     # SIGTERM (a supervisor, `timeout`, a closed terminal) ends the run as
@@ -338,13 +351,9 @@ class System:
                     draft = Draft(text="")
             answer = self._answer(draft, context, services, strategy_name, model_info.model,
                                   started, run_id)
-        except BaseException as exc:
-            recorder.fail(exc, services, tracker, started)
-            recorder.close()
-            raise
-        finally:
-            if cache is not None:
-                cache.close()
+            if unrecorded:  # the id still names the run's traces, but no record
+                answer.problems.append(f"run {run_id} is not recorded: the run store could not "
+                                       "be opened (`ponder runs show` will not find it)")
         try:
             # per adapter: requests served and failed over (``ponder runs stats``)
             recorder.adapters = lm.stats() if hasattr(lm, "stats") else None
@@ -354,20 +363,21 @@ class System:
         return answer
 
     # --- run store and cache ---------------------------------------------------------------------
-    def _open_storage_for_run(self) -> Any:
+    def _open_storage_for_run(self) -> tuple[Any, bool]:
         """:meth:`open_storage` for an ask: a store that cannot be opened (a read-only or
         damaged file) is warned about once and the run goes on unrecorded, since recording never
-        costs an answer (docs/storage.md). A misnamed store is bad input and still raises."""
+        costs an answer (docs/storage.md). A misnamed store is bad input and still raises.
+        Returns the store (None without one) and whether opening it failed."""
         from ponder.support.secrets import redact
 
         try:
-            return self.open_storage()
+            return self.open_storage(), False
         except ConfigError:
             raise
         except Exception as exc:
             log.warning("this run is not recorded: the run store could not be opened (%s)",
                         redact(str(exc)))
-            return None
+            return None, True
 
     def open_executor(self) -> Any:
         """The ``[executor]`` (default ``threads``), built once per System; None when this plugin
@@ -407,6 +417,32 @@ class System:
                 concurrency=self.config.limits.concurrency, cache=cache.enabled,
                 rate_limiter=self.rate_limiter)
         return {"executor": executor, "rate_limiter": self.rate_limiter, "worker_spec": spec}
+
+    def services_for_run(self, *, lm: Any, model_info: Any, adapter: Any, adapter_name: str,
+                         predictor: Any, retriever: Any, tracker: Tracker, context: Any,
+                         recorder: RunRecorder, cache: Any, budget: Any,
+                         names: dict[str, tuple[str | None, Any]], **extra: Any) -> Any:
+        """The :class:`~ponder.engine.services.Services` of one run, an ask or a pipeline: this
+        System's ``[limits]``, plugins and progress mode around the run's LM, tracker, recorder
+        (its store takes every call) and cache. ``names`` follows the adapter's own entry;
+        ``extra`` (chunk_tokens, prompts, executor, ...) goes to Services as it is."""
+        from ponder.engine.services import Services
+        from ponder.support.retry import RetryPolicy
+
+        limits = self.config.limits
+        return Services(
+            lm=lm, model_info=model_info, predictor=predictor, retriever=retriever,
+            tracker=tracker, retry=RetryPolicy(max_retries=limits.max_retries),
+            concurrency=limits.concurrency, max_cost=limits.max_cost,
+            max_tokens=limits.max_tokens, timeout=limits.timeout, progress_mode=self.progress,
+            plugin_set=self.plugins,
+            # an adapter may ask for a prompt format its model copes with (small local models)
+            dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)(),
+            context=context,
+            names={"adapter": (adapter_name, getattr(adapter, "settings", None)), **names},
+            cache=cache, on_call=recorder.record_call, storage=recorder.storage, budget=budget,
+            **extra,
+        )
 
     def open_storage(self) -> Any:
         """The configured run store (``[storage]``, default ``sqlite``), or None without one."""

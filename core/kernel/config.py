@@ -82,23 +82,34 @@ DEFAULT_NAMES: dict[str, str | None] = {
 
 
 # --- the kernel's own sections ----------------------------------------------------------------
+class _BadValue(ValueError):
+    """A refused value: ``args`` are ``(message, attribute)`` (the settings layer reads the
+    attribute to name the key and its layer); printed alone (a ``LimitsConfig(...)`` built in
+    Python) it reads ``max_cost: must be a finite number, got nan``, not a tuple."""
+
+    def __str__(self) -> str:
+        attribute = self.args[1] if len(self.args) > 1 else None
+        name = getattr(attribute, "name", None)
+        return f"{name}: {self.args[0]}" if name else str(self.args[0])
+
+
 def _finite(attribute: attrs.Attribute, value: Any) -> None:
     # nan compares false with everything, so `nan < 0` would let it through and turn a limit
     # off; inf is no limit either (None says that) and overflows timers. Neither is accepted.
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"must be a finite number, got {value!r}", attribute)
+        raise _BadValue(f"must be a finite number, got {value!r}", attribute)
 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     _finite(attribute, value)
     if value is not None and value < 0:
-        raise ValueError(f"must be >= 0, got {value!r}", attribute)
+        raise _BadValue(f"must be >= 0, got {value!r}", attribute)
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     _finite(attribute, value)
     if value is not None and value <= 0:
-        raise ValueError(f"must be > 0, got {value!r}", attribute)
+        raise _BadValue(f"must be > 0, got {value!r}", attribute)
 
 
 @attrs.define

@@ -110,12 +110,14 @@ def _present(path: Path, display: str) -> bool:
     return True
 
 
-def _register_literal_secrets(layers: Layers) -> None:
+def _register_literal_secrets(layers: Layers, environ: Mapping[str, str] | None = None) -> None:
     """Register every literal value under a secret-looking key as soon as it is read.
 
     A plugin's settings turn ``api_key = "…"`` into a :class:`Secret` (which registers it) only
     when that plugin is built; until then an error text holding the key (a plugin failing to
-    load, a provider echoing it) would not be redacted.
+    load, a provider echoing it) would not be redacted. The same goes for the environment's
+    keys (``OPENAI_API_KEY``, ``GITHUB_TOKEN``): litellm and plugins read them without ponder,
+    and one that is not key-shaped would otherwise reach ``ponder plugins`` in clear.
     """
     from ponder.support.secrets import is_secret_key, register_secret
 
@@ -123,6 +125,9 @@ def _register_literal_secrets(layers: Layers) -> None:
         if isinstance(value, str) and not value.startswith(("$env:", "$file:")) \
                 and any(is_secret_key(part) for part in path):
             register_secret(str(value))
+    for name, value in (environ or {}).items():
+        if is_secret_key(name) and not value.startswith(("$env:", "$file:")):
+            register_secret(value)
 
 
 def _flatten(data: Mapping[str, Any], prefix: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
@@ -249,5 +254,5 @@ def read_layers(
             key_path = (key_path[0], "name")
         layers.set(tuple(key_path), value, origin)
 
-    _register_literal_secrets(layers)
+    _register_literal_secrets(layers, environ)
     return layers, files
