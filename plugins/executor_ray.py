@@ -10,8 +10,9 @@ records exactly as its own calls.
 
 **A lost worker** (its process killed, its node gone): the items it held are handed to a fresh
 actor, up to ``max_item_retries`` times each, and the answer lists the loss among its problems;
-an item lost more often fails with :class:`WorkerLost`. Calls the dead worker made before it died
-were never reported: they are the one thing not counted (the provider may have billed them).
+an item lost more often fails with :class:`WorkerLost`. Requests the dead worker made for the
+items it held were never reported (usage travels with an item's result): they are the one thing
+not counted, at most ``threads_per_worker`` items' requests per loss (docs/executors.md).
 
 **Limits**: a limit spent stops the hand-out at once; items in flight finish (within their
 budget) or, at the deadline, are abandoned; what is queued is cancelled (``ray.cancel``).
@@ -468,8 +469,9 @@ class _Run:
             return
         problems = getattr(self.services, "problems", None)
         note = (f"{sum(self.lost.values())} ray worker loss(es) hit {len(self.lost)} item(s); "
-                "they were run again on a new worker (calls the lost workers made are not "
-                "counted)")
+                "they were run again on a new worker (requests the lost workers made for "
+                "them before dying were never reported, so are not counted; see "
+                "docs/executors.md)")
         if isinstance(problems, list):
             problems.append(note)
         log.warning(note)

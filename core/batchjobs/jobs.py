@@ -172,9 +172,15 @@ class BatchJobs:
             self._save(record)
             return batch
 
+        said: list[str] = []
+
         def on_progress(_batch: dict[str, Any]) -> None:
-            if self.progress is not None:
-                self.progress(describe(record))
+            # a line when the state or the counts change, not one per poll: a day-long job
+            # polled every 30 s would print thousands of identical lines
+            line = describe(record)
+            if self.progress is not None and (not said or said[-1] != line):
+                said.append(line)
+                self.progress(line)
 
         poller = BatchPoller(poll_interval=poll_interval or self.settings.poll_interval,
                              on_progress=on_progress,

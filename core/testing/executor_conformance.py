@@ -129,7 +129,9 @@ class ExecutorConformance(ComponentConformance):
                 (tmp_path / "released").write_text("")
         values = {o.index: o.value for o in seen}
         assert values[0] == "released", "the executor held results back until all were done"
-        assert seen[-1].index == 0
+        # item 0 came back after another item's result (the last of the four need not be it:
+        # with two in flight, the items handed out after the release may return after it)
+        assert [o.index for o in seen].index(0) > 0 and len(seen) == 4
 
     def test_never_more_than_concurrency_in_flight(self, executor, tmp_path) -> None:
         items = [(str(tmp_path), n) for n in range(10)]

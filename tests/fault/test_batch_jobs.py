@@ -6,6 +6,7 @@ other processes (real ``python -m ponder`` subprocesses) see, cancel and resume 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -186,6 +187,35 @@ def test_cancel_from_another_process(project, provider):
     assert len(job["answers"]) == len(VALUES)  # every request accounted for
     assert all(a["source"] in ("batch", "failed") for a in job["answers"])
     assert any("batch_cancelled" in (a.get("error") or "") for a in job["answers"])
+
+
+def test_waiting_prints_a_line_per_change_not_per_poll(project, provider):
+    # ~0.8 s of validating and in_progress polled every 0.05 s: a dozen polls or more
+    provider.batches.configure(validating_s=0.3, in_progress_s=0.5)
+    config = write_config(project, provider)
+    result = cli(config, "submit", str(project / "questions.jsonl"), "--wait")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("batch_fake_")]
+    polls = provider.stats()["by_path"].get(f"/v1/batches/{lines[0].split(':')[0]}", 0)
+    assert any(": validating," in line for line in lines)
+    assert any(": completed," in line for line in lines)
+    assert all(a != b for a, b in itertools.pairwise(lines)), lines
+    assert polls > len(lines), (polls, lines)
+
+
+def test_cancelling_a_finished_job_says_there_was_nothing_to_cancel(project, provider):
+    config = write_config(project, provider)
+    done = as_json(cli(config, "submit", str(project / "questions.jsonl"), "--wait",
+                       "--json"))
+    assert done["status"] == "completed"
+    again = cli(config, "cancel", done["id"], "--json")
+    assert again.exit_code == 0
+    record = as_json(again)
+    assert record["status"] == "completed" and "nothing to cancel" in record["note"]
+    human = cli(config, "cancel", done["id"])
+    assert "had already ended (completed)" in human.stderr
+    # the answers are untouched
+    assert as_json(cli(config, "results", done["id"], "--json"))["answered"] == len(VALUES)
 
 
 def test_bad_questions_file_names_the_line(project, provider):
