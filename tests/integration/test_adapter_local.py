@@ -108,7 +108,7 @@ def test_default_model_path_is_found_in_the_package():
 
 def test_missing_llama_cpp_is_a_config_error_with_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` fail
-    with pytest.raises(ConfigError, match=r"pip install 'ponder\[local\]'"):
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[local\]'"):
         LocalAdapter().build_lm()
 
 

