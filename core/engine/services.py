@@ -22,11 +22,13 @@ worst case before it is sent, so ``max_tokens``/``max_cost`` are overshot by les
 (see :meth:`Services._reserve`); a provider that cannot be reached, or a missing API key, fails
 every later call at once instead of retrying each one; a reply far beyond ``max_output_tokens`` is
 cut (:meth:`Services._cap_reply`).
+
+Reading a reply (fields, usage, size cap, the call record) lives in :mod:`ponder.engine.replies`,
+indexing chunks in :mod:`ponder.engine.indexing`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -34,6 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ponder.context.chunking import estimate_tokens
+from ponder.engine import replies
 from ponder.engine.answer import Usage
 from ponder.engine.executor import DaemonPool, ThreadExecutor
 from ponder.engine.metering import (
@@ -42,7 +45,6 @@ from ponder.engine.metering import (
     Reservations,
     Spent,
     base_url_of,
-    cap_fields,
     fatal_copy,
     note_attempts,
     sent_tokens,
@@ -53,17 +55,10 @@ from ponder.engine.ratelimit import take_ticket
 from ponder.kernel.kinds import ModelInfo
 from ponder.support.observability import SpanType, Tracker, track
 from ponder.support.results import BatchResult, ChunkResult, FailedChunk
-from ponder.support.retry import RetryPolicy, call_with_retry, describe_error
+from ponder.support.retry import RetryPolicy, call_with_retry
 
 log = logging.getLogger("ponder.run")
 T = TypeVar("T")
-
-
-def _is_empty(prediction: Any) -> bool:
-    """A prediction without fields: what DSPy makes of a reply with no choices. Counted as a
-    success it would be cached, and fail later, unretried, when a strategy reads a field."""
-    keys = getattr(prediction, "keys", None)
-    return callable(keys) and not list(keys())
 
 
 class Services:
@@ -227,70 +222,15 @@ class Services:
 
     # --- retrieval ------------------------------------------------------------------------------
     def index(self, chunks: Sequence[Any]) -> Any:
-        """Index ``chunks`` with the run's retriever (None when none is configured).
+        """Index ``chunks`` with the run's retriever (None when none is configured), reusing an
+        index the run store or a session's kept context holds (:mod:`ponder.engine.indexing`)."""
+        from ponder.engine.indexing import index_chunks
 
-        A retriever that can ``dump``/``load`` its index has it saved in the run store, keyed by
-        the retriever, its settings and the chunks' text, so the next run over the same sources
-        loads it instead of indexing again.
-
-        While a session keeps its context loaded (:func:`ponder.context.chunking.keep_chunks`),
-        the indexed retriever is kept with it: a later question over the very same chunk objects
-        gets that retriever back without hashing 10 MB for the key or deserialising the index.
-        """
-        import hashlib
-        import json
-
-        from ponder.context import chunking
-        from ponder.engine.cache import settings_identity
-
-        retriever = self.retriever
-        if retriever is None:
+        if self.retriever is None:
             return None
         name, settings = self.names.get("retriever", (None, None))
-        # the kept context's memo (chunkings by size) also holds its indexed retrievers, so
-        # both live exactly as long as the session keeps the context (keep_chunks(ctx, False))
-        kept = chunking._KEPT.get(id(self.context)) if self.context is not None else None
-        memo: Any = kept[1] if kept is not None and kept[0] is self.context else None
-        memo_key = ("index", name, json.dumps(settings_identity(settings), default=repr))
-        with self.tracker.span("index", SpanType.RETRIEVE, retriever=name,
-                               chunks=len(chunks)) as span:
-            hit = memo.get(memo_key) if memo is not None else None
-            if hit is not None and len(hit[0]) == len(chunks) and all(
-                    a is b for a, b in zip(hit[0], chunks, strict=True)):
-                span.attributes.update(loaded_from_store=False, kept_in_memory=True)
-                return hit[1]
-            key = None
-            if (self.storage is not None and callable(getattr(retriever, "dump", None))
-                    and callable(getattr(retriever, "load", None))):
-                digest = hashlib.sha256()
-                identity = [name, settings_identity(settings)]
-                digest.update(json.dumps(identity, default=repr).encode())
-                for chunk in chunks:
-                    text = chunk.render() if hasattr(chunk, "render") else str(chunk)
-                    digest.update(f"{len(text)}:".encode())
-                    digest.update(text.encode("utf-8", "surrogatepass"))
-                key = digest.hexdigest()
-                data = self.storage.get_artifact("retriever-index", key)
-                if data is not None:
-                    try:
-                        retriever.load(data, chunks)
-                        span.attributes["loaded_from_store"] = True
-                        if memo is not None:
-                            memo[memo_key] = (list(chunks), retriever)
-                        return retriever
-                    except Exception as exc:  # a stale or damaged index is rebuilt
-                        log.warning("rebuilding the %s index: the stored one failed to load "
-                                    "(%s)", name, exc)
-            retriever.index(chunks)
-            span.attributes["loaded_from_store"] = False
-            if memo is not None:
-                memo[memo_key] = (list(chunks), retriever)
-            if key is not None:
-                try:
-                    self.storage.put_artifact("retriever-index", key, retriever.dump())
-                except Exception as exc:  # saving is an optimisation, never a failure
-                    log.warning("could not save the %s index: %s", name, exc)
-        return retriever
+        return index_chunks(self.retriever, chunks, name=name, settings=settings,
+                            context=self.context, storage=self.storage, tracker=self.tracker)
 
     def predict(self, signature: Any, *, role: str, **inputs: Any) -> Any:
         """Run the predictor for ``signature`` on ``inputs`` with retry, limits and metering.
@@ -308,7 +248,7 @@ class Services:
         module = self.module_for(signature)
         input_tokens_est = sum(estimate_tokens(str(v)) for v in inputs.values())
         # what the model reads: the inputs plus the signature's instructions and field texts
-        prompt_tokens = input_tokens_est + _instruction_tokens(signature)
+        prompt_tokens = input_tokens_est + replies.instruction_tokens(signature)
         with self._lock:
             self.largest_prompt_tokens = max(self.largest_prompt_tokens, prompt_tokens)
 
@@ -365,7 +305,7 @@ class Services:
             finally:
                 used = self._charge_attempt(tracker, spent)
                 ticket.done(used or None)
-            if _is_empty(prediction):  # a bare LM (no FallbackLM around it) let one through
+            if replies.is_empty(prediction):  # a bare LM (no FallbackLM around it) let one through
                 from ponder.engine.failures import EmptyReply
 
                 raise EmptyReply(f"the provider sent an empty reply to the {role} call")
@@ -391,9 +331,10 @@ class Services:
                         self.usage.add(retries=retries)
                 if spent.requests == 0:
                     # an LM that reports no usage: count the call, estimate its tokens
-                    input_tokens, output_tokens = _usage_of(prediction, prompt_tokens)
-                    cost = self._model_info_of(self._served_by()).cost(input_tokens,
-                                                                       output_tokens)
+                    input_tokens, output_tokens = replies.usage_of(prediction, prompt_tokens)
+                    cost = replies.serving_model_info(
+                        self.lm, replies.serving_adapter(self.lm),
+                        self.model_info).cost(input_tokens, output_tokens)
                     with self._lock:
                         self.usage.add(calls=1, input_tokens=input_tokens,
                                        output_tokens=output_tokens, cost_usd=cost)
@@ -403,7 +344,7 @@ class Services:
                                        requests=spent.requests)
         finally:
             self._release(reservation)
-        served_by = self._served_by()
+        served_by = replies.serving_adapter(self.lm)
         prediction = self._cap_reply(prediction, role)
         self._record(role, inputs, prediction, started=started, retries=retries, cached=False,
                      tokens=(spent.input_tokens, spent.output_tokens), cost=spent.cost,
@@ -411,7 +352,7 @@ class Services:
         primary = self.names.get("adapter", (None, None))[0]
         # a reply a fallback adapter served is not the primary's: never cache it under its key
         if key is not None and (served_by is None or served_by == primary):
-            self.cache.put(key, {"fields": _fields_of(prediction),
+            self.cache.put(key, {"fields": replies.fields_of(prediction),
                                  "tokens": [spent.input_tokens, spent.output_tokens]})
         return prediction
 
@@ -422,7 +363,8 @@ class Services:
         requests, input_tokens, output_tokens = tracker_usage(tracker)
         if not requests:
             return 0
-        cost = self._model_info_of(self._served_by()).cost(input_tokens, output_tokens)
+        cost = replies.serving_model_info(self.lm, replies.serving_adapter(self.lm),
+                                          self.model_info).cost(input_tokens, output_tokens)
         with self._lock:
             self.usage.add(calls=requests, input_tokens=input_tokens,
                            output_tokens=output_tokens, cost_usd=cost)
@@ -454,20 +396,17 @@ class Services:
                 or (remaining is not None and remaining <= 0))
 
     def reply_cap_chars(self) -> int:
-        """The most characters of one output field kept from a reply: eight per token of
-        ``max_output_tokens`` (a reply the provider capped cannot honestly be longer)."""
-        return max(int(self.model_info.max_output_tokens or 0), 512) * 8
+        """The most characters of one output field kept from a reply (see
+        :func:`ponder.engine.replies.reply_cap_chars`)."""
+        return replies.reply_cap_chars(self.model_info.max_output_tokens)
 
     def _cap_reply(self, prediction: Any, role: str) -> Any:
         """``prediction`` with every text field cut to :meth:`reply_cap_chars`, and a problem
         saying so: a reply far beyond ``max_output_tokens`` (a runaway or hostile server) must
         not reach the output, the store or the next prompt unbounded."""
-        cap = self.reply_cap_chars()
-        longest = cap_fields(prediction, cap, _fields_of)
-        if longest:
-            problem = (f"the {role} call's reply was cut to {cap:,} characters per field (it had "
-                       f"{longest:,}, far beyond max_output_tokens = "
-                       f"{self.model_info.max_output_tokens})")
+        problem = replies.cut_reply(prediction, role, self.reply_cap_chars(),
+                                    self.model_info.max_output_tokens)
+        if problem:
             with self._lock:
                 if not any(p.startswith(f"the {role} call's reply was cut")
                            for p in self.problems):
@@ -496,21 +435,6 @@ class Services:
                 log.warning("%s", fatal)
         return fatal
 
-    def _served_by(self) -> str | None:
-        """The adapter that served this thread's latest call (a fallback chain says which)."""
-        served_by = getattr(self.lm, "served_by", None)
-        return served_by() if callable(served_by) else None
-
-    def _model_info_of(self, adapter: str | None) -> ModelInfo:
-        """The serving adapter's own model and prices (the chain's plan uses the primary's)."""
-        model_info_of = getattr(self.lm, "model_info_of", None)
-        if adapter is None or not callable(model_info_of):
-            return self.model_info
-        try:
-            return model_info_of(adapter)
-        except Exception:  # an LM without per-adapter info
-            return self.model_info
-
     def _cache_key(self, signature: Any, inputs: dict[str, Any]) -> str | None:
         if self.cache is None or getattr(self.predictor, "needs_tools", False):
             return None
@@ -536,30 +460,16 @@ class Services:
         the exporters send as GenAI messages (redacted); otherwise spans hold no content."""
         if self.on_call is None:
             return
-        adapter = None if cached else self._served_by()
-        fields = _fields_of(prediction) if prediction is not None else {}
-        prompt = "\n\n".join(f"{k}: {v}" for k, v in inputs.items())
-        reply = "\n\n".join(f"{k}: {v}" for k, v in fields.items())
-        record = {
-            "role": role,
-            "adapter": adapter or self.names.get("adapter", ("", None))[0],
-            "model": self._model_info_of(adapter).model,
-            "prompt_chars": len(prompt),
-            "reply_chars": len(reply),
-            "input_tokens": tokens[0],
-            "output_tokens": tokens[1],
-            "latency_s": 0.0 if started is None else round(time.perf_counter() - started, 6),
-            "cost_usd": cost,
-            "retries": retries,
-            "cached": cached,
-            "error": None if error is None else f"{type(error).__name__}: {describe_error(error)}",
-            "prompt": prompt,
-            "reply": reply,
-        }
+        adapter = None if cached else replies.serving_adapter(self.lm)
+        record = replies.call_record(
+            role, inputs, prediction, adapter=adapter or self.names.get("adapter", ("", None))[0],
+            model=replies.serving_model_info(self.lm, adapter, self.model_info).model,
+            started=started, retries=retries, cached=cached, tokens=tokens, cost=cost, error=error)
         if span is not None and getattr(self.tracker, "capture_content", False):
             from ponder.support.secrets import clean_secrets
 
-            span.attributes["content"] = clean_secrets({"prompt": prompt, "reply": reply})
+            span.attributes["content"] = clean_secrets({"prompt": record["prompt"],
+                                                        "reply": record["reply"]})
         try:
             self.on_call(record)
         except Exception as exc:  # the record is secondary to the answer
@@ -634,37 +544,6 @@ class Services:
 _DaemonPool = DaemonPool
 
 
-@functools.lru_cache(maxsize=256)  # signatures are classes, built once per run: measure once
-def _instruction_tokens(signature: Any) -> int:
-    """Estimated tokens of a signature's instructions and field descriptions."""
-    from ponder.engine.cache import signature_text
-
-    try:
-        return estimate_tokens(signature_text(signature))
-    except Exception:  # a signature-like object without DSPy's attributes
-        return 0
-
-
-def _fields_of(prediction: Any) -> dict[str, Any]:
-    """A prediction's output fields as a plain dict."""
-    try:
-        return dict(prediction.items()) if hasattr(prediction, "items") else dict(prediction)
-    except (TypeError, ValueError):
-        return {}
-
-
-def _usage_of(prediction: Any, estimate: int) -> tuple[int, int]:
-    """Input/output tokens of one prediction from dspy's usage tracking (estimate if absent)."""
-    usage: dict[str, Any] = {}
-    getter = getattr(prediction, "get_lm_usage", None)
-    if callable(getter):
-        usage = getter() or {}
-    input_tokens = output_tokens = 0
-    for per_model in usage.values():
-        input_tokens += int(per_model.get("prompt_tokens") or 0)
-        output_tokens += int(per_model.get("completion_tokens") or 0)
-    if input_tokens == 0 and output_tokens == 0:
-        input_tokens = estimate
-        output_tokens = sum(estimate_tokens(str(v)) for v in dict(prediction).values()) \
-            if hasattr(prediction, "keys") else 0
-    return input_tokens, output_tokens
+#: the reply helpers moved to :mod:`ponder.engine.replies`; the old names still work
+_is_empty, _fields_of, _usage_of = replies.is_empty, replies.fields_of, replies.usage_of
+_instruction_tokens = replies.instruction_tokens
