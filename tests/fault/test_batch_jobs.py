@@ -190,8 +190,10 @@ def test_cancel_from_another_process(project, provider):
 
 
 def test_waiting_prints_a_line_per_change_not_per_poll(project, provider):
-    # ~0.8 s of validating and in_progress polled every 0.05 s: a dozen polls or more
-    provider.batches.configure(validating_s=0.3, in_progress_s=0.5)
+    # 2 s of validating, where nothing changes, polled every 0.05 s: many polls and one line
+    # (counts grow with time during in_progress, so that phase may print a line per poll on a
+    # slow machine; the quiet phase is what shows that unchanged polls print nothing)
+    provider.batches.configure(validating_s=2.0, in_progress_s=0.3)
     config = write_config(project, provider)
     result = cli(config, "submit", str(project / "questions.jsonl"), "--wait")
     assert result.exit_code == 0, result.output
