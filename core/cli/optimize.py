@@ -195,7 +195,7 @@ def run_command(state: AppState, dataset: str | None, **params: Any) -> None:
         if status == "done" else {"study": plan.name, "stopped_by": study.stop_reason}
     summary.update(status=status, elapsed_s=round(time.monotonic() - started, 3),
                    spent={"cost": study.spent.cost, "calls": study.spent.calls,
-                          "tokens": study.spent.tokens},
+                          "tokens": study.spent.tokens, "retries": study.spent.retries},
                    estimate=estimate.to_dict(),
                    calls_saved=sum(t.calls_saved for t in study.trials()),
                    pareto=[t.to_dict() for t in study.pareto()])

@@ -222,7 +222,7 @@ class Evaluator:
             usage={"calls": usage.calls, "input_tokens": usage.input_tokens,
                    "output_tokens": usage.output_tokens,
                    "tokens": usage.input_tokens + usage.output_tokens,
-                   "cost": round(usage.cost_usd, 8)},
+                   "cost": round(usage.cost_usd, 8), "retries": usage.retries},
             run_id=answer.run_id, latency_s=answer.elapsed_s)
         prediction = Prediction(answer=answer.answer,
                                 citations=[f"{c.path}:{c.line}" for c in answer.citations],

@@ -111,9 +111,7 @@ def estimate(study: Study, base: Any, val_size: int, optimizer: Any) -> Estimate
     wall = time.monotonic() - started
     usage = results[0].usage if results else {}
     if results and not results[0].resumed:
-        study.spent.calls += int(usage.get("calls", 0))
-        study.spent.tokens += int(usage.get("tokens", 0))
-        study.spent.cost += float(usage.get("cost", 0.0))
+        study.spent.add(usage)
     seconds = float(results[0].latency_s or wall) if results else wall
     per_example = {"calls": float(usage.get("calls", 0)), "tokens": float(usage.get("tokens", 0)),
                    "cost": float(usage.get("cost", 0.0)), "seconds": seconds}
@@ -149,10 +147,7 @@ def finish(study: Study, *, base: Any, val: Any, dataset: Any) -> dict[str, Any]
         result = evaluator.run(val)
         for example in result.per_example:  # the val evals are spent like the trials
             if not example.resumed:
-                usage = example.usage or {}
-                study.spent.calls += int(usage.get("calls", 0))
-                study.spent.tokens += int(usage.get("tokens", 0))
-                study.spent.cost += float(usage.get("cost", 0.0))
+                study.spent.add(example.usage or {})
         return result
 
     best = study.best()

@@ -87,7 +87,17 @@ class Spent:
     cost: float = 0.0
     calls: int = 0
     tokens: int = 0
+    #: requests that were retried (a time-out, a 429): they reached the provider too, so
+    #: ``calls + retries`` is what the provider served
+    retries: int = 0
     started: float = attrs.field(factory=time.monotonic)
+
+    def add(self, usage: dict[str, Any]) -> None:
+        """Count one example's usage (``calls``, ``tokens``, ``cost``, ``retries``)."""
+        self.calls += int(usage.get("calls", 0))
+        self.tokens += int(usage.get("tokens", 0))
+        self.cost += float(usage.get("cost", 0.0))
+        self.retries += int(usage.get("retries", 0))
 
     @property
     def elapsed(self) -> float:
@@ -398,9 +408,7 @@ class Study:
                 if example.resumed:
                     result.resumed += 1
                 else:
-                    self.spent.calls += calls
-                    self.spent.tokens += tokens
-                    self.spent.cost += cost
+                    self.spent.add(usage)
                 if stopping:
                     continue
                 latencies.append(float(example.latency_s or 0.0))
