@@ -145,7 +145,9 @@ def _print_answer(answer: Any, *, as_json: bool, quiet: bool) -> None:
     lines = [
         f"strategy: {answer.strategy}" + (f" ({answer.strategy_reason})"
                                           if answer.strategy_reason else ""),
-        f"model: {answer.model}; calls: {usage.calls}; tokens: {usage.input_tokens} in, "
+        f"model: {answer.model}; calls: {usage.calls}"
+        + (f" (+{usage.cached_calls} from the cache)" if usage.cached_calls else "")
+        + f"; tokens: {usage.input_tokens} in, "
         f"{usage.output_tokens} out; cost: ${usage.cost_usd:.4f}; {answer.elapsed_s:.1f}s; "
         f"run {answer.run_id}",
     ]
