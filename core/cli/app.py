@@ -9,6 +9,7 @@ Command modules import this one; this one imports none of them.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -218,3 +219,27 @@ def cli(ctx: click.Context, config_path: str | None, plugin_modules: tuple[str, 
     _setup_logging(verbose)
     state = ctx.ensure_object(AppState)
     state.config_path, state.plugin_modules = config_path, plugin_modules
+
+
+def run_store(state: AppState) -> Any:
+    """The configured run store, else ``sqlite`` (commands that read records always have one).
+
+    Closed when the running command ends (click's ``call_on_close``), so a command never has
+    to remember to; closing twice is harmless for every store.
+    """
+    from ponder.engine.system import System
+
+    system = System(state.config, plugins=state.plugins)
+    storage = system.open_storage() or system.build("storage", "sqlite")
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(storage.close)
+    return storage
+
+
+def echo_json(data: Any) -> None:
+    """One JSON object on stdout, cleaned of secrets and redacted once more."""
+    from ponder.support.secrets import clean_secrets, redact
+
+    click.echo(redact(json.dumps(clean_secrets(data), indent=2, default=str)))
+

@@ -12,13 +12,12 @@ first example is asked.
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import click
 
-from ponder.cli.app import AppState
+from ponder.cli.app import AppState, echo_json, run_store
+from ponder.cli.app import console as make_console
 from ponder.errors import ConfigError
 
 EXIT_PARTIAL = 3
@@ -35,12 +34,6 @@ class EvalGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-def _json_out(data: Any) -> None:
-    from ponder.support.secrets import clean_secrets, redact
-
-    click.echo(redact(json.dumps(clean_secrets(data), indent=2, default=str)))
-
-
 def _fmt(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -49,12 +42,6 @@ def _score_cell(entry: dict[str, Any]) -> str:
     if entry.get("mean") is None:
         return "-"
     return f"{entry['mean']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
 
 def print_results(results: list[Any], comparisons: list[Any], *, live: bool = True) -> None:
@@ -66,7 +53,7 @@ def print_results(results: list[Any], comparisons: list[Any], *, live: bool = Tr
     from ponder.cli.runs import format_cost
     from ponder.evaluate.results import metric_union
 
-    console = _console()
+    console = make_console(highlight=False, soft_wrap=False)
     metrics = metric_union(results)  # evals recorded with other metrics: "-" where absent
     table = Table(title=f"eval of {escape(results[0].dataset)}", title_justify="left")
     table.add_column("variant")
@@ -144,12 +131,9 @@ def _exit_code(results: list[Any]) -> int:
 
 
 def _store(state: AppState) -> Any:
-    from ponder.engine.system import System
     from ponder.evaluate.store import EvalStore
 
-    system = System(state.config, plugins=state.plugins)
-    storage = system.open_storage() or system.build("storage", "sqlite")
-    return EvalStore(storage)
+    return EvalStore(run_store(state))
 
 
 def add_eval_commands(cli: click.Group) -> None:
@@ -222,7 +206,7 @@ def add_eval_commands(cli: click.Group) -> None:
                  "failed": (e.get("summary") or {}).get("failed"),
                  "updated_at": e.get("updated_at")} for e in evals]
         if as_json:
-            _json_out(rows)
+            echo_json(rows)
             return
         if not rows:
             click.echo("no evals recorded yet (`ponder eval DATASET` runs one)")
@@ -236,7 +220,7 @@ def add_eval_commands(cli: click.Group) -> None:
                           str(row["status"]), str(row["examples"]), _fmt(row["score"]),
                           "-" if row["failed"] is None else str(row["failed"]),
                           str(row["updated_at"] or "-"))
-        _console().print(table)
+        make_console(highlight=False, soft_wrap=False).print(table)
 
     @eval_group.command("show")
     @click.argument("eval_id")
@@ -252,7 +236,7 @@ def add_eval_commands(cli: click.Group) -> None:
         finally:
             store.close()
         if as_json:
-            _json_out(result.to_dict())
+            echo_json(result.to_dict())
             return
         print_results([result], [], live=False)
 
@@ -274,7 +258,7 @@ def add_eval_commands(cli: click.Group) -> None:
             store.close()
         comparisons = [base.compare(other) for other in others]
         if as_json:
-            _json_out({"base": base.to_dict(), "others": [o.to_dict() for o in others],
+            echo_json({"base": base.to_dict(), "others": [o.to_dict() for o in others],
                        "comparisons": [c.to_dict() for c in comparisons]})
             return
         print_results([base, *others], comparisons, live=False)
@@ -301,7 +285,7 @@ def add_eval_commands(cli: click.Group) -> None:
 
         made = make_needle_dataset(out_dir, size=size, seed=seed, families=families or None)
         if as_json:
-            _json_out(made)
+            echo_json(made)
             return
         click.echo(f"wrote {made['examples']} questions to {made['dataset']} over "
                    f"{made['files']} files ({made['bytes']} bytes) in {made['corpus']}")
@@ -366,7 +350,7 @@ def _run(state: AppState, dataset_path: str, sources: tuple[str, ...],
             data["variants_not_run"] = not_started
         if report_path:
             data["report"] = str(report_path)
-        _json_out(data)
+        echo_json(data)
     else:
         print_results(results, comparisons)
         if not_started:

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ponder.cli.app import AppState
+from ponder.cli.app import AppState, echo_json, run_store
 from ponder.errors import ConfigError
 
 
@@ -42,19 +42,6 @@ def optimize_group() -> None:
     """
 
 
-def _echo_json(data: Any) -> None:
-    from ponder.support.secrets import clean_secrets, redact
-
-    click.echo(redact(json.dumps(clean_secrets(data), indent=2, default=str)))
-
-
-def _storage(state: AppState) -> Any:
-    from ponder.engine.system import System
-
-    system = System(state.config, plugins=state.plugins)
-    return system.open_storage() or system.build("storage", "sqlite")
-
-
 # --- space -----------------------------------------------------------------------------------
 @optimize_group.command("space")
 @click.argument("file")
@@ -67,7 +54,7 @@ def space_command(state: AppState, file: str, as_json: bool) -> None:
     space = load_space(file, plugins=state.plugins, base=state.config)
     data = space.to_dict()
     if as_json:
-        _echo_json(data)
+        echo_json(data)
         return
     click.echo(f"space {file}: {len(space.variables)} variables")
     width = max(len(v.key) for v in space.variables)
@@ -132,7 +119,7 @@ def run_command(state: AppState, dataset: str | None, **params: Any) -> None:
     from ponder.optimize.study import Budget, check_objectives
 
     as_json, quiet = params["as_json"], params["quiet"] or params["as_json"]
-    storage = _storage(state)
+    storage = run_store(state)
     if params["resume"]:
         plan = runner.load_plan(storage, params["resume"])
         plan = _override_plan(plan, dataset, params)
@@ -173,7 +160,7 @@ def run_command(state: AppState, dataset: str | None, **params: Any) -> None:
                    err=True)
     if params["dry_run"]:
         if as_json:
-            _echo_json({"study": plan.name, "dry_run": True, "estimate": estimate.to_dict(),
+            echo_json({"study": plan.name, "dry_run": True, "estimate": estimate.to_dict(),
                         "train": len(train), "val": len(val)})
         return
     if estimate.over_budget and not params["yes"] and not params["resume"]:
@@ -203,13 +190,15 @@ def run_command(state: AppState, dataset: str | None, **params: Any) -> None:
     if params["out"] and summary.get("program"):
         from pathlib import Path
 
-        Path(params["out"]).write_text(summary["program"])
+        from ponder.support.fileutils import atomic_write
+
+        atomic_write(Path(params["out"]), summary["program"])
     if params["report_dir"]:
         from ponder.optimize.report import write_report
 
         summary["report"] = write_report(study, params["report_dir"])
     if as_json:
-        _echo_json(summary)
+        echo_json(summary)
     else:
         _print_summary(summary, study)
     if status == "interrupted":
@@ -307,11 +296,11 @@ def show_command(state: AppState, name: str | None, as_json: bool) -> None:
     """Show study NAME: its trials, best and Pareto front (no NAME: list the studies)."""
     from ponder.optimize import run as runner
 
-    storage = _storage(state)
+    storage = run_store(state)
     if name is None:
         rows = runner.studies(storage)
         if as_json:
-            _echo_json({"studies": rows})
+            echo_json({"studies": rows})
             return
         for row in rows:
             click.echo(f"{row['name']}  {row.get('status')}  {row['plan']['optimizer']}  "
@@ -327,7 +316,7 @@ def show_command(state: AppState, name: str | None, as_json: bool) -> None:
     best = study.best()
     front = pareto_front(trials, plan.objectives)
     if as_json:
-        _echo_json({"study": name, "status": meta.get("status"), "plan": plan.to_dict(),
+        echo_json({"study": name, "status": meta.get("status"), "plan": plan.to_dict(),
                     "trials": [t.to_dict() for t in trials],
                     "best": best.to_dict() if best else None,
                     "pareto": [t.to_dict() for t in front], "summary": meta.get("summary")})

@@ -7,7 +7,6 @@ printed is redacted once more.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from typing import Any
 
 import click
 
+from ponder.cli.app import echo_json
 from ponder.errors import PonderError
 
 #: how much of a question the list shows
@@ -28,13 +28,9 @@ STATUS_COLOURS = {"ok": "green", "partial": "yellow", "failed": "red", "interrup
 @contextmanager
 def open_storage(ctx: click.Context) -> Iterator[Any]:
     """The configured storage (else ``sqlite``), closed afterwards."""
-    from ponder.cli.app import AppState
-    from ponder.engine.system import System
+    from ponder.cli.app import AppState, run_store
 
-    state = ctx.find_object(AppState) or ctx.ensure_object(AppState)
-    system = System(state.config, plugins=state.plugins)
-    # the run's own choice (System.open_storage), else sqlite: `runs` always has a store to read
-    storage = system.open_storage() or system.build("storage", "sqlite")
+    storage = run_store(ctx.find_object(AppState) or ctx.ensure_object(AppState))
     try:
         yield storage
     finally:
@@ -48,12 +44,6 @@ def _fail(ctx: click.Context, message: str, code: int = 2) -> None:
 
     as_json = bool(ctx.meta.get("ponder.json") or ctx.params.get("as_json"))
     ctx.exit(report_error(message, code, as_json=as_json))
-
-
-def _json_out(data: Any) -> None:
-    from ponder.support.secrets import clean_secrets, redact
-
-    click.echo(redact(json.dumps(clean_secrets(data), indent=2, default=str)))
 
 
 # --- formatting -----------------------------------------------------------------------------------
@@ -140,7 +130,7 @@ def add_runs_command(cli: click.Group) -> None:
                 _fail(ctx, str(exc), exc.exit_code)
                 return
         if as_json:
-            _json_out(runs)
+            echo_json(runs)
             return
         _print_runs(runs, storage.location)
 
@@ -167,7 +157,7 @@ def add_runs_command(cli: click.Group) -> None:
             _fail(ctx, f"no run {run_id!r} in {location} (`ponder runs` lists them)")
             return
         if as_json:
-            _json_out(run)
+            echo_json(run)
             return
         _print_run(run)
 

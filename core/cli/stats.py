@@ -8,7 +8,6 @@ numbers order a fallback chain with ``[adapter] order = "measured"`` (the rule i
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
@@ -36,24 +35,16 @@ def parse_since(text: str | None) -> float | None:
 @click.pass_context
 def stats_command(ctx: click.Context, window: int, since: str | None, as_json: bool) -> None:
     """Per adapter and model: calls, success rate, latency p50/p95, cost per 1k tokens."""
-    from ponder.cli.app import AppState
-    from ponder.engine.system import System
+    from ponder.cli.app import AppState, echo_json, run_store
     from ponder.support.measured import adapter_stats, collect, measured_order
 
     cutoff = parse_since(since)
-    state = ctx.find_object(AppState) or ctx.ensure_object(AppState)
-    system = System(state.config, plugins=state.plugins)
-    storage = system.open_storage() or system.build("storage", "sqlite")
-    try:
-        rows = adapter_stats(collect(storage, window=window, since=cutoff))
-    finally:
-        storage.close()
+    storage = run_store(ctx.find_object(AppState) or ctx.ensure_object(AppState))
+    rows = adapter_stats(collect(storage, window=window, since=cutoff))
     order = measured_order(sorted({r["adapter"] for r in rows}), rows)
     if as_json:
-        from ponder.support.secrets import clean_secrets, redact
-
-        data = {"window": window, "since": since, "adapters": rows, "measured_order": order}
-        click.echo(redact(json.dumps(clean_secrets(data), indent=2, default=str)))
+        echo_json({"window": window, "since": since, "adapters": rows,
+                   "measured_order": order})
         return
     if not rows:
         click.echo("no recorded LM calls in this window")

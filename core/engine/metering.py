@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ponder.context.tokens import tokens_for_chars
 from ponder.errors import PonderError
 
 
@@ -80,7 +81,7 @@ def sent_tokens(dspy_adapter: Any, signature: Any, inputs: dict[str, Any], fallb
         adapter = dspy_adapter or dspy.ChatAdapter()
         messages = adapter.format(signature, demos=[], inputs=inputs)
         chars = sum(len(str(m.get("content", ""))) for m in messages)
-        return max(fallback, -(-chars // 4))
+        return max(fallback, tokens_for_chars(chars))
     except Exception:  # a custom signature or adapter: the plain estimate will do
         return fallback
 

@@ -19,7 +19,7 @@ import functools
 import time
 from typing import Any
 
-from ponder.context.chunking import estimate_tokens
+from ponder.context.tokens import estimate_tokens
 from ponder.engine.metering import cap_fields
 from ponder.kernel.kinds import ModelInfo
 from ponder.support.retry import describe_error

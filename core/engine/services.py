@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ponder.context.chunking import estimate_tokens
+from ponder.context.tokens import estimate_tokens
 from ponder.engine import replies
 from ponder.engine.answer import Usage
 from ponder.engine.executor import DaemonPool, ThreadExecutor

@@ -263,10 +263,18 @@ class System:
                             "it is tried once", name)
                 continue
             names.append(name)
-        if self.config.adapter.order == "measured":  # by recorded success rate, then latency
+        if self.config.adapter.order == "measured" and len(names) > 1:
+            # by recorded success rate, then latency; a store that cannot be opened (or read)
+            # leaves the configured order, as recording never costs a run
             from ponder.support.measured import order_from_store
 
-            names = order_from_store(names, self.open_storage())
+            try:
+                storage = self.open_storage()
+            except Exception as exc:
+                log.warning("adapter order: the run store could not be opened (%s); using "
+                            "the configured order", exc)
+                storage = None
+            names = order_from_store(names, storage)
         links: list[Any] = []
         primary = None
         for name in names:

@@ -17,16 +17,15 @@ import attrs
 from ponder.evaluate.dataset import Example
 from ponder.evaluate.stats import bootstrap_ci, compare_scores, percentile
 
-USAGE_KEYS = ("calls", "input_tokens", "output_tokens", "tokens", "cost")
-
 
 def empty_usage() -> dict[str, float]:
-    return {"calls": 0, "input_tokens": 0, "output_tokens": 0, "tokens": 0, "cost": 0.0}
+    return {"calls": 0, "input_tokens": 0, "output_tokens": 0, "tokens": 0, "cost": 0.0,
+            "retries": 0}
 
 
 def add_usage(total: dict[str, float], part: Mapping[str, Any] | None) -> dict[str, float]:
     if part:
-        for key in ("calls", "input_tokens", "output_tokens", "cost"):
+        for key in ("calls", "input_tokens", "output_tokens", "cost", "retries"):
             total[key] += part.get(key, 0) or 0
         total["tokens"] = total["input_tokens"] + total["output_tokens"]
     return total

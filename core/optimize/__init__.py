@@ -33,4 +33,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'ponder.optimize' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: the next access is a plain attribute lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

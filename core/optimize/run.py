@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +203,3 @@ def load_plan(storage: Any, name: str, flag: str = "--resume") -> RunPlan:
 def studies(storage: Any) -> list[dict[str, Any]]:
     return [record for _, record in storage.list_records(NAMESPACE) if "plan" in record]
 
-
-def describe_trials(trials: Sequence[Any]) -> list[dict[str, Any]]:
-    return [t.to_dict() for t in trials]

@@ -150,9 +150,11 @@ def order_from_store(names: Sequence[str], storage: Any, *, window: int = 200) -
     run)."""
     import logging
 
-    if storage is None or len(names) < 2:
+    if storage is None:
         return list(names)
     try:
+        if len(names) < 2:
+            return list(names)
         order = measured_order(names, adapter_stats(collect(storage, window=window)))
     except Exception as exc:
         logging.getLogger("ponder.run").warning("adapter order: the run store could not be "
