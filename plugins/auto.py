@@ -140,12 +140,6 @@ def identifiers(question: str) -> list[str]:
     return list(dict.fromkeys(m.group(0) for m in _IDENTIFIER.finditer(question)))
 
 
-def is_aggregation(question: str) -> str | None:
-    """The aggregation wording in ``question`` ("how many", "list all", …), or None."""
-    match = AGGREGATION.search(question)
-    return match.group(0).lower() if match else None
-
-
 def directory_count(documents: Any) -> int:
     """Distinct directories holding the documents (the top level counts as one)."""
     return len({doc.path.rsplit("/", 1)[0] if "/" in doc.path else "." for doc in documents})

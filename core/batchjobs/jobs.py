@@ -25,7 +25,7 @@ from typing import Any
 from ponder.batchjobs.client import BatchClient
 from ponder.batchjobs.questions import build_request, load_questions, parse_reply
 from ponder.batchjobs.settings import BatchSettings, BatchTarget
-from ponder.errors import ConfigError, PonderError
+from ponder.errors import ConfigError
 from ponder.support.batch import TERMINAL_STATUSES, BatchPoller, create_jsonl, parse_jsonl
 from ponder.support.fileutils import atomic_write, get_cache_dir
 from ponder.support.observability import SpanType, track
@@ -411,9 +411,3 @@ def describe(record: dict[str, Any]) -> str:
     counts = record.get("request_counts") or {}
     return (f"{record['id']}: {record.get('status')}, {counts.get('completed', 0)}/"
             f"{counts.get('total', 0)} done, {counts.get('failed', 0)} failed")
-
-
-def check_job_id(job_id: str) -> str:
-    if not job_id or not job_id.strip():
-        raise PonderError("a batch job id is required")
-    return job_id.strip()

@@ -151,14 +151,14 @@ class _Formatter(logging.Formatter):
 
 
 def _setup_logging(verbose: int) -> None:
-    from ponder.support.secrets import SecretsFilter
+    from ponder.support.secrets import install_log_redaction
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
-    handler.addFilter(SecretsFilter())  # secrets never reach a log line
     logger = logging.getLogger("ponder")
     logger.handlers[:] = [handler]
     logger.propagate = False
+    install_log_redaction(logger)  # secrets never reach a log line
     logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
 
 

@@ -6,13 +6,12 @@ Exit codes: 0 complete answer, 3 partial answer (the result's note says what is 
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
-from ponder.cli.app import AppState
+from ponder.cli.app import AppState, echo_json
 
 #: exit code of a partial answer (see the result's note)
 EXIT_PARTIAL = 3
@@ -126,10 +125,10 @@ def _run_ask(state: AppState, question: str, params: dict[str, Any], *,
 
 
 def _print_answer(answer: Any, *, as_json: bool, quiet: bool) -> None:
-    from ponder.support.secrets import clean_secrets, redact
+    from ponder.support.secrets import redact
 
     if as_json:
-        click.echo(redact(json.dumps(clean_secrets(answer.to_dict()), indent=2, default=str)))
+        echo_json(answer.to_dict())
         return
     text = redact(answer.answer)
     if sys.stdout.isatty():

@@ -9,7 +9,6 @@ input.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from typing import Any
 
 import click
 
+from ponder.cli.app import echo_json, report_error
 from ponder.errors import PonderError
 
 PARTIAL_EXIT = 3
@@ -27,14 +27,12 @@ def _jobs(ctx: click.Context, *, quiet: bool = False) -> Iterator[Any]:
     """The batch jobs over the configured run store (closed afterwards)."""
     from ponder.batchjobs.jobs import BatchJobs
     from ponder.batchjobs.settings import BatchSettings, resolve_target
-    from ponder.cli.app import AppState
-    from ponder.engine.system import System
+    from ponder.cli.app import AppState, run_store
 
     state = ctx.find_object(AppState) or ctx.ensure_object(AppState)
     config = state.config
     settings = config.section("batch", BatchSettings)
-    system = System(config, plugins=state.plugins)
-    storage = system.open_storage() or system.build("storage", "sqlite")
+    storage = run_store(state)
 
     def target_for(adapter: str | None) -> Any:
         return resolve_target(config, state.plugins, adapter=adapter, discount=settings.discount)
@@ -51,11 +49,11 @@ def _jobs(ctx: click.Context, *, quiet: bool = False) -> Iterator[Any]:
 
 def _emit(record: dict[str, Any], as_json: bool, *, answers: bool = False) -> None:
     from ponder.batchjobs.jobs import describe
-    from ponder.support.secrets import clean_secrets, redact
+    from ponder.support.secrets import redact
 
     if as_json:
         shown = {k: v for k, v in record.items() if k != "requests"}
-        click.echo(redact(json.dumps(clean_secrets(shown), indent=2, default=str)))
+        echo_json(shown)
         return
     click.echo(describe(record))
     if record.get("errors"):
@@ -86,11 +84,7 @@ def _fail(ctx: click.Context, exc: BaseException, as_json: bool) -> None:
     code = getattr(exc, "exit_code", 1)
     message = redact(str(exc) if isinstance(exc, PonderError | TimeoutError)
                      else f"{type(exc).__name__}: {exc}")
-    if as_json:
-        click.echo(json.dumps({"error": message, "exit_code": code}))
-    else:
-        click.echo(f"ponder: error: {message}", err=True)
-    ctx.exit(code)
+    ctx.exit(report_error(message, code, as_json=as_json))
 
 
 def _exit_for(ctx: click.Context, record: dict[str, Any]) -> None:
@@ -214,9 +208,8 @@ def add_batch_commands(cli: click.Group) -> None:
             _fail(ctx, exc, as_json)
             return
         if as_json:
-            click.echo(json.dumps({"jobs": [{k: v for k, v in r.items()
-                                            if k not in ("requests", "answers")}
-                                           for r in records]}, indent=2, default=str))
+            echo_json({"jobs": [{k: v for k, v in r.items() if k not in ("requests", "answers")}
+                                for r in records]})
             return
         for record in records:
             click.echo(f"{record.get('created_at', '')}  {describe(record)}")
@@ -267,14 +260,13 @@ def run_batch_ask(state: Any, question: str, params: dict[str, Any], sources: li
                         exclude=params.get("exclude") or (),
                         chunk_tokens=params.get("chunk_tokens"))
     if as_json:
-        from ponder.support.secrets import clean_secrets, redact
 
         data = answer.to_dict()
         data["batch"] = {"id": record["id"], "status": record.get("status"),
                          "chunks": len(record["requests"]), "answered": record["answered"],
                          "cached": record["cached"], "usage": record["usage"],
                          "pricing": record["pricing"], "run_id": record.get("run_id")}
-        click.echo(redact(json.dumps(clean_secrets(data), indent=2, default=str)))
+        echo_json(data)
     else:
         print_answer(answer, as_json=False, quiet=quiet)
     if answer.partial:

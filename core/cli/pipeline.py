@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ponder.cli.app import AppState, report_error
+from ponder.cli.app import AppState, echo_json, report_error
 from ponder.cli.ask import EXIT_PARTIAL, _overrides
 
 
@@ -147,7 +147,6 @@ def run_command(state: AppState, file: str, sources: tuple[str, ...], inputs: tu
     from ponder.errors import PonderError
     from ponder.pipeline.model import literal_inputs
     from ponder.pipeline.run import run_pipeline
-    from ponder.support.secrets import clean_secrets, redact
 
     as_json = bool(params.get("as_json"))
     try:
@@ -170,7 +169,7 @@ def run_command(state: AppState, file: str, sources: tuple[str, ...], inputs: tu
         raise click.exceptions.Exit(report_error(str(exc), exc.exit_code, as_json=True)) \
             from None
     if as_json:
-        click.echo(redact(json.dumps(clean_secrets(result.to_dict()), indent=2, default=str)))
+        echo_json(result.to_dict())
     else:
         _print(result)
     if result.partial:

@@ -6,13 +6,12 @@ Sessions live in the run store (records namespace ``session``, see :mod:`ponder.
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from ponder.cli.app import AppState
+from ponder.cli.app import AppState, echo_json
 
 
 def _when(timestamp: float | None) -> str:
@@ -22,12 +21,10 @@ def _when(timestamp: float | None) -> str:
 
 
 def _store(state: AppState) -> Any:
-    from ponder.engine.system import System
+    from ponder.cli.app import run_store
     from ponder.sessions.store import SessionSettings, SessionStore
 
-    system = System(state.config, plugins=state.plugins, progress="silent")
-    return SessionStore(system.open_storage(),
-                        state.config.section("sessions", SessionSettings))
+    return SessionStore(run_store(state), state.config.section("sessions", SessionSettings))
 
 
 def run_session_ask(state: AppState, question: str, params: dict[str, Any],
@@ -40,7 +37,6 @@ def run_session_ask(state: AppState, question: str, params: dict[str, Any],
     """
     from ponder.engine.system import System
     from ponder.sessions.session import Session
-    from ponder.support.secrets import clean_secrets, redact
 
     state.overrides = overrides
     config = state.config
@@ -59,7 +55,7 @@ def run_session_ask(state: AppState, question: str, params: dict[str, Any],
     if params.get("as_json"):
         data = answer.to_dict()
         data["session"] = info
-        click.echo(redact(json.dumps(clean_secrets(data), indent=2, default=str)))
+        echo_json(data)
     else:
         print_answer(answer, as_json=False, quiet=bool(quiet))
         if not quiet:
@@ -82,7 +78,7 @@ def sessions_group(ctx: click.Context, as_json: bool) -> None:
 
     records = [describe(r) for r in _store(ctx.obj).list()]
     if as_json:
-        click.echo(json.dumps({"sessions": records}))
+        echo_json({"sessions": records})
         return
     if not records:
         click.echo("no sessions (start one: ponder ask --session NAME \"…\" SOURCES…)")
@@ -102,14 +98,14 @@ def sessions_group(ctx: click.Context, as_json: bool) -> None:
 def show_command(state: AppState, name: str, as_json: bool) -> None:
     """Show session NAME: its sources, config and every turn with its usage."""
     from ponder.errors import ConfigError
-    from ponder.support.secrets import clean_secrets, redact
+    from ponder.support.secrets import redact
 
     record = _store(state).get(name)
     if record is None:
         raise ConfigError(f"no session {name!r} (expired, deleted or never started; "
                           "`ponder sessions` lists them)")
     if as_json:
-        click.echo(redact(json.dumps(clean_secrets(record), indent=2, default=str)))
+        echo_json(record)
         return
     click.echo(f"session {name}: {len(record['turns'])} turns over "
                f"{', '.join(record['sources'])}; expires {_when(record.get('expires_at'))}")
