@@ -15,7 +15,8 @@ from typing import Any
 import attrs
 
 from ponder.evaluate.dataset import Example
-from ponder.evaluate.stats import bootstrap_ci, compare_scores, percentile
+from ponder.evaluate.stats import bootstrap_ci, compare_scores
+from ponder.support.measured import percentile
 
 
 def empty_usage() -> dict[str, float]:

@@ -93,19 +93,6 @@ def mcnemar(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
     return {"b": only_a, "c": only_b, "p_value": min(1.0, 2 * tail)}
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (0-100) by linear interpolation, like numpy's default."""
-    data = sorted(float(v) for v in values)
-    if not data:
-        return None
-    if len(data) == 1:
-        return data[0]
-    rank = (len(data) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(data) - 1)
-    return data[low] + (data[high] - data[low]) * (rank - low)
-
-
 def compare_scores(a: Sequence[float], b: Sequence[float], *, binary: bool,
                    seed: int = 0) -> dict[str, Any]:
     """Everything a comparison row shows: paired bootstrap, McNemar for binary metrics, and

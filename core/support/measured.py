@@ -38,12 +38,18 @@ RATE_STEP = 0.05
 MIN_CALLS = 5
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) by linear interpolation, like numpy's default: the one
+    definition of p50/p95 that ``ponder runs stats`` and ``ponder eval`` both report."""
+    data = sorted(float(v) for v in values)
+    if not data:
         return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[index]
+    if len(data) == 1:
+        return data[0]
+    rank = (len(data) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (rank - low)
 
 
 def collect(storage: Any, *, window: int = 200, since: float | None = None) -> list[dict]:
@@ -102,7 +108,7 @@ def adapter_stats(calls: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         out.append({
             "adapter": adapter, "model": model, "calls": len(group),
             "errors": len(group) - len(ok), "success_rate": len(ok) / len(group),
-            "latency_p50": _percentile(latencies, 0.5), "latency_p95": _percentile(latencies, 0.95),
+            "latency_p50": percentile(latencies, 50), "latency_p95": percentile(latencies, 95),
             "tokens": tokens, "cost": cost,
             "cost_per_1k_tokens": cost / tokens * 1000 if tokens else None,
         })

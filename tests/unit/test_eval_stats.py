@@ -11,8 +11,8 @@ from ponder.evaluate.stats import (
     compare_scores,
     mcnemar,
     paired_bootstrap,
-    percentile,
 )
+from ponder.support.measured import percentile
 
 
 def test_bootstrap_ci_brackets_the_mean_and_is_seeded():
