@@ -111,6 +111,7 @@ def estimate(study: Study, base: Any, val_size: int, optimizer: Any) -> Estimate
     usage = results[0].usage if results else {}
     if results and not results[0].resumed:
         study.spent.add(usage)
+        study.spent.add(results[0].judge_usage or {})
     seconds = float(results[0].latency_s or wall) if results else wall
     per_example = {"calls": float(usage.get("calls", 0)), "tokens": float(usage.get("tokens", 0)),
                    "cost": float(usage.get("cost", 0.0)), "seconds": seconds}
@@ -147,6 +148,7 @@ def finish(study: Study, *, base: Any, val: Any, dataset: Any) -> dict[str, Any]
         for example in result.per_example:  # the val evals are spent like the trials
             if not example.resumed:
                 study.spent.add(example.usage or {})
+                study.spent.add(example.judge_usage or {})
         return result
 
     best = study.best()

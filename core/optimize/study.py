@@ -409,6 +409,8 @@ class Study:
                     result.resumed += 1
                 else:
                     self.spent.add(usage)
+                    # an llm_judge metric's calls are spent too: the caps bind on them as well
+                    self.spent.add(example.judge_usage or {})
                 if stopping:
                     continue
                 latencies.append(float(example.latency_s or 0.0))
