@@ -200,12 +200,10 @@ def make_plan(system: Any, question: str, context: Any, *,
     it knows the formula of every first-party strategy), which reads the strategy's
     ``plan_chunks`` when it has one.
     """
-    from ponder.engine.system import choose_adapter
+    from ponder.engine.system import build_adapter, choose_adapter
 
     adapter_name, _why = choose_adapter(system.config)
-    entry = system.plugins.get("adapter", adapter_name)
-    settings = system.config.adapter_settings(adapter_name, entry.settings)
-    adapter = entry.factory(settings) if entry.settings is not None else entry.factory()
+    adapter, _settings = build_adapter(system.config, system.plugins, adapter_name)
     info = adapter.model_info()
     services = _services(system, info, adapter, adapter_name, chunk_tokens, context)
     name = system.config.strategy.name or "auto"

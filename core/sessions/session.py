@@ -180,13 +180,11 @@ class Session:
         """``[sessions] history_tokens``, but at most a quarter of the model's window, so the
         history never crowds out the sources on a small model."""
         if self._window is None:
-            from ponder.engine.system import choose_adapter
+            from ponder.engine.system import build_adapter, choose_adapter
 
             try:
                 name, _ = choose_adapter(self.system.config)
-                entry = self.system.plugins.get("adapter", name)
-                settings = self.system.config.adapter_settings(name, entry.settings)
-                adapter = entry.factory(settings) if entry.settings else entry.factory()
+                adapter, _settings = build_adapter(self.system.config, self.system.plugins, name)
                 self._window = int(adapter.model_info().context_window)
             except Exception as exc:  # the run reports a broken adapter; budget without it
                 log.debug("no context window for the history budget: %s", exc)
