@@ -24,7 +24,6 @@ Nothing heavy is imported at module level.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +42,9 @@ PROVIDER_PREFIX = "ponder-oai"
 def _local_metadata() -> None:
     """dspy's model-metadata snapshot (and litellm, if a call falls back) read the bundled map
     instead of fetching one from the web (a 5 s time-out offline)."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from ponder.support.offline import use_bundled_model_map
+
+    use_bundled_model_map()
 
 
 def provider_id(base_url: str) -> str:

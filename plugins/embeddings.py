@@ -257,10 +257,10 @@ class EmbeddingsRetriever:
         import numpy as np
 
         from ponder.plugins.litellm_adapter import reveal_key
+        from ponder.support.offline import use_bundled_model_map
         from ponder.support.retry import RetryPolicy, call_with_retry
 
-        # litellm's bundled model map, never a download of it
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        use_bundled_model_map()  # litellm's bundled model map, never a download of it
         s = self.settings
         kwargs: dict[str, Any] = {"timeout": s.timeout_s, "max_retries": 0}  # ponder retries
         key = reveal_key(s.api_key)

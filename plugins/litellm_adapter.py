@@ -27,7 +27,6 @@ Importing this module is cheap: dspy and litellm are imported inside the functio
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -71,7 +70,9 @@ def check_extra(instance: Any, attribute: attrs.Attribute, value: dict[str, Any]
 
 def _ensure_local_cost_map() -> None:
     """Make litellm read its bundled model/price map instead of fetching one from the web."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from ponder.support.offline import use_bundled_model_map
+
+    use_bundled_model_map()
 
 
 def reveal_key(api_key: Secret | str | None) -> str | None:
