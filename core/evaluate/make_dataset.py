@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.errors import ConfigError
+from ponder.support.fileutils import atomic_write
 
 #: user-facing family names -> the generator's
 FAMILIES = {"literal": "literal", "semantic": "function", "function": "function",
@@ -100,10 +101,9 @@ def make_needle_dataset(out_dir: str | os.PathLike[str], *, size: int = 200_000,
             for i, needle in enumerate(question.provider["needle"]):
                 oracle[f"{example_id}.{i}"] = needle.split("=", 1)[1]
     dataset = out / "needles.jsonl"
-    dataset.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    atomic_write(dataset, "".join(json.dumps(line) + "\n" for line in lines))
     provider = out / "provider.json"
-    provider.write_text(json.dumps({"mode": "oracle", "needles": oracle}, indent=1) + "\n",
-                        encoding="utf-8")
+    atomic_write(provider, json.dumps({"mode": "oracle", "needles": oracle}, indent=1) + "\n")
     return {"dataset": str(dataset), "corpus": str(corpus_dir), "provider": str(provider),
             "examples": len(lines), "files": len(corpus.files), "bytes": corpus.chars,
             "families": sorted({line["family"] for line in lines})}

@@ -118,6 +118,9 @@ class Corpus:
         return sum(sum(len(line) + 1 for line in lines) for lines in self.files.values())
 
     def write(self, root: Path) -> Path:
+        # plain writes, not atomic_write: a generated corpus is thousands of files in a fresh
+        # directory, and an fsync each would cost seconds; the dataset file is written last
+        # (and atomically), so a half-written corpus never has a dataset beside it
         for path, lines in self.files.items():
             target = root / path
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.errors import ConfigError
+from ponder.support.fileutils import atomic_write
 
 
 def write_report(study: Any, directory: str) -> str:
@@ -63,7 +64,8 @@ def write_report(study: Any, directory: str) -> str:
         f"</td><td>{t.cost:.6f}</td><td>{t.calls}</td><td>{'yes' if t.number in front else ''}"
         f"</td><td><code>{html.escape(json.dumps(t.assignment))}</code></td></tr>"
         for t in study.trials())
-    (out / "index.html").write_text(
+    atomic_write(
+        out / "index.html",
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(study.name)}</title>"
         f"<h1>Study {html.escape(study.name)}</h1><img src='history.png'><img src='pareto.png'>"
         "<table border=1 cellpadding=3><tr><th>#</th><th>status</th><th>score</th><th>cost</th>"
