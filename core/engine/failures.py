@@ -264,14 +264,12 @@ def key_variable(adapter_name: str, settings: Any = None, *, adapter: Any = None
     settings = settings if settings is not None else getattr(adapter, "settings", None)
     api_key = getattr(settings, "api_key", None)
     if api_key is not None:
-        reference = getattr(api_key, "reference", None)
-        if reference is None and isinstance(api_key, str) and api_key.startswith("$"):
-            reference = api_key
-        if isinstance(reference, str) and reference.startswith("$env:"):
-            return reference[len("$env:"):].strip()
-        if isinstance(reference, str) and reference.startswith("$file:"):
-            return f"the key file {reference[len('$file:'):].strip()}"
-        return f"the api_key setting of adapter {adapter_name!r}"
+        from ponder.support.secrets import Secret, is_secret_reference
+
+        if is_secret_reference(api_key):  # settings built in Python may hold the text itself
+            api_key = Secret(api_key)
+        source = api_key.source if isinstance(api_key, Secret) else None
+        return source or f"the api_key setting of adapter {adapter_name!r}"
     if adapter_name in DEFAULT_KEY_VARIABLES:
         names = DEFAULT_KEY_VARIABLES[adapter_name]
         return next((n for n in names if environ.get(n)), names[0])

@@ -119,14 +119,14 @@ def _register_literal_secrets(layers: Layers, environ: Mapping[str, str] | None 
     keys (``OPENAI_API_KEY``, ``GITHUB_TOKEN``): litellm and plugins read them without ponder,
     and one that is not key-shaped would otherwise reach ``ponder plugins`` in clear.
     """
-    from ponder.support.secrets import is_secret_key, register_secret
+    from ponder.support.secrets import is_secret_key, is_secret_reference, register_secret
 
     for path, value in layers.values.items():
-        if isinstance(value, str) and not value.startswith(("$env:", "$file:")) \
+        if isinstance(value, str) and not is_secret_reference(value) \
                 and any(is_secret_key(part) for part in path):
             register_secret(str(value))
     for name, value in (environ or {}).items():
-        if is_secret_key(name) and not value.startswith(("$env:", "$file:")):
+        if is_secret_key(name) and not is_secret_reference(value):
             register_secret(value)
 
 

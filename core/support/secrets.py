@@ -329,6 +329,11 @@ _ENV_PREFIX = "$env:"
 _FILE_PREFIX = "$file:"
 
 
+def is_secret_reference(value: Any) -> bool:
+    """Whether ``value`` is config text naming a secret (``$env:NAME``, ``$file:path``)."""
+    return isinstance(value, str) and value.strip().startswith((_ENV_PREFIX, _FILE_PREFIX))
+
+
 @attrs.frozen(repr=False)
 class Secret:
     """A secret value or a reference to one: ``$env:NAME`` or ``$file:path``.
@@ -362,6 +367,16 @@ class Secret:
     def reference(self) -> str | None:
         """The reference text (``$env:GEMINI_API_KEY``), or None for a literal."""
         return self.raw if self.is_reference else None
+
+    @property
+    def source(self) -> str | None:
+        """Where a reference's value comes from, for a message: the variable's name, or "the
+        key file PATH"; None for a literal."""
+        if self.raw.startswith(_ENV_PREFIX):
+            return self._target
+        if self.raw.startswith(_FILE_PREFIX):
+            return f"the key file {self._target}"
+        return None
 
     @property
     def _target(self) -> str:
