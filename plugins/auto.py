@@ -173,7 +173,7 @@ class AutoStrategy:
 
     def choose(self, question: str, context: Any, services: Any) -> Choice:
         """The rule from the module docstring, with the numbers it used."""
-        from ponder.plugins._common import make_strategy, prompt_room, rendered_tokens
+        from ponder.plugins._common import prompt_room, rendered_tokens
         from ponder.plugins._signatures import answer_signature
 
         s = self.settings
@@ -186,8 +186,7 @@ class AutoStrategy:
         if s.retrieval and not needs_everything(question):
             retriever, name, why = available_retriever(services)
             if retriever is not None:
-                reader = make_strategy(services, "retrieve_then_read", s.retrieve_then_read,
-                                       section="strategy.retrieve_then_read")
+                reader = _make(services, "retrieve_then_read", s.retrieve_then_read)
                 count = len(reader.plan_chunks(question, context, services))
                 if count > s.retrieval_min_chunks:
                     # the full map is planned only if retrieval finds nothing (cutting a large
@@ -206,11 +205,9 @@ class AutoStrategy:
 
     def full_map(self, question: str, context: Any, services: Any, size: str) -> Choice:
         """The full map's delegate (rules 2 and 4) and its reason."""
-        from ponder.plugins._common import make_strategy
 
         s = self.settings
-        planner = make_strategy(services, "map_reduce", s.map_reduce,
-                                section="strategy.map_reduce")
+        planner = _make(services, "map_reduce", s.map_reduce)
         chunks = len(planner.plan_chunks(question, context, services))
         wording = needs_everything(question)
         if wording:
@@ -231,7 +228,6 @@ class AutoStrategy:
                                     "→ map_reduce")
 
     def run(self, question: str, context: Any, services: Any) -> Any:
-        from ponder.plugins._common import make_strategy
         from ponder.support.observability import SpanType
 
         choice = self.choose(question, context, services)
@@ -247,8 +243,7 @@ class AutoStrategy:
             strategy = "retrieve_then_read" if draft is not None else choice.strategy
             if draft is None:
                 options = getattr(self.settings, choice.strategy)
-                delegate = make_strategy(services, choice.strategy, options,
-                                         section=f"strategy.{choice.strategy}")
+                delegate = _make(services, choice.strategy, options)
                 draft = delegate.run(question, context, services)
             reason = choice.reason + (f" → {'; '.join(path)}" if path else "")
             draft.reason, draft.strategy = reason, strategy
@@ -384,7 +379,7 @@ class AutoStrategy:
                        choice: Choice) -> tuple[Any, list[str]]:
         """Retrieval rounds with widening ``top_k``: the first draft that found something (or
         None), and one line per round for the reason."""
-        from ponder.plugins._common import make_strategy, says_nothing
+        from ponder.plugins._common import says_nothing
 
         make, name = choice.retriever
         saved = (services.retriever, dict(getattr(services, "names", {}) or {}))
@@ -412,8 +407,7 @@ class AutoStrategy:
                 return draft, path
             for top_k in self.settings.retrieval_top_k:
                 options = {**self.settings.retrieve_then_read, "top_k": top_k}
-                reader = make_strategy(services, "retrieve_then_read", options,
-                                       section="strategy.retrieve_then_read")
+                reader = _make(services, "retrieve_then_read", options)
                 draft = reader.run(question, context, services)
                 if services.stopped_by is not None or not says_nothing(draft.text):
                     path.append(f"top-{top_k}: found")

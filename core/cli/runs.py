@@ -8,7 +8,6 @@ printed is redacted once more.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -95,11 +94,10 @@ def _status(value: Any) -> str:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from ponder.cli.app import console
 
     # the column sizes must not depend on a terminal (tests, pipes): wide enough for the ids
-    return Console(highlight=False, soft_wrap=False,
-                   width=None if sys.stdout.isatty() else 160)
+    return console(highlight=False, soft_wrap=False)
 
 
 # --- the commands ----------------------------------------------------------------------------
