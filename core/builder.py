@@ -164,15 +164,9 @@ class Builder:
 
     def matches(self, config: Config) -> bool:
         """Whether ``config`` (one loaded from :meth:`to_toml`'s file, say) holds the same
-        values as these calls. ``Config.__eq__`` also compares where each value came from (a
-        file and line, or a builder call) and which files were read, which always differ
-        between a file and a builder; this compares the values alone."""
-        import attrs
-
-        def values(c: Config) -> Config:
-            return attrs.evolve(c, origins={}, files=[])
-
-        return values(self.config()) == values(config)
+        values as these calls: ``self.config() == config`` (equality ignores where each value
+        came from, a file line or a builder call)."""
+        return self.config() == config
 
     def to_toml(self) -> str:
         """These calls as a ponder.toml (secrets as written: ``$env:NAME`` stays a reference)."""

@@ -205,10 +205,11 @@ class Config:
     sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     #: ``[adapters.<name>]`` sections: adapter name -> raw settings, validated later
     adapters: dict[str, dict[str, Any]] = attrs.field(factory=dict)
-    #: dotted key -> where its value came from (a file, an environment variable, a flag)
-    origins: dict[str, str] = attrs.field(factory=dict, repr=False)
-    #: the files that were read, lowest layer first
-    files: list[str] = attrs.field(factory=list)
+    #: dotted key -> where its value came from (a file, an environment variable, a flag);
+    #: not part of equality: the same values from a file and from the builder are one config
+    origins: dict[str, str] = attrs.field(factory=dict, repr=False, eq=False)
+    #: the files that were read, lowest layer first (not part of equality either)
+    files: list[str] = attrs.field(factory=list, eq=False)
 
     def component(self, kind: str) -> Component:
         if kind not in KINDS:
