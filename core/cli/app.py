@@ -83,12 +83,15 @@ def wants_json(args: list[str] | tuple[str, ...]) -> bool:
     return "--json" in args
 
 
-def report_error(message: str, exit_code: int, *, as_json: bool) -> int:
+def report_error(message: str, exit_code: int, *, as_json: bool,
+                 run: dict[str, Any] | None = None) -> int:
     """Show a failure: ``ponder: error: …`` on stderr and, with ``--json``, one object on stdout.
 
     Every command that has ``--json`` goes through here for every failure (bad config, missing
     source, unknown plugin, usage errors, internal errors), so a script never parses an empty
-    stdout: it reads ``{"error": "…", "exit_code": N}``. The message is redacted.
+    stdout: it reads ``{"error": "…", "exit_code": N}``. The message is redacted. ``run``: the
+    failed run's id and usage (``ponder_run`` on an error raised inside a run), so a run that
+    failed after requests reached the provider still says what it spent.
     """
     import json
 
@@ -99,9 +102,17 @@ def report_error(message: str, exit_code: int, *, as_json: bool) -> int:
     # (with a hint after it) stay under this
     text = clip_error(redact(message), limit=4_000)
     click.echo(text if text.startswith("ponder: ") else f"ponder: error: {text}", err=True)
+    if run:
+        usage = run.get("usage") or {}
+        click.echo(f"ponder: run {run.get('run_id')} recorded: {usage.get('calls', 0)} calls "
+                   f"served, {usage.get('failed_requests', 0)} requests failed, "
+                   f"${usage.get('cost_usd', 0.0):.4f}", err=True)
     if as_json:
         plain = text.removeprefix("ponder: ").removeprefix("error: ")
-        click.echo(json.dumps({"error": plain, "exit_code": exit_code}))
+        out: dict[str, Any] = {"error": plain, "exit_code": exit_code}
+        if run:
+            out.update({"run_id": run.get("run_id"), "usage": run.get("usage")})
+        click.echo(json.dumps(out))
     return exit_code
 
 
@@ -199,7 +210,8 @@ class PonderGroup(click.Group):
             return super().invoke(ctx)
         except PonderError as exc:
             ctx.exit(report_error(str(exc), exc.exit_code,
-                                  as_json=bool(ctx.meta.get("ponder.json"))))
+                                  as_json=bool(ctx.meta.get("ponder.json")),
+                                  run=getattr(exc, "ponder_run", None)))
 
 
 @click.group(cls=PonderGroup, context_settings={"help_option_names": ["-h", "--help"]})

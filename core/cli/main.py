@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         return report_error("ponder: aborted", 130, as_json=as_json)
     except PonderError as exc:  # raised outside a command (e.g. while resolving one)
-        return report_error(str(exc), exc.exit_code, as_json=as_json)
+        return report_error(str(exc), exc.exit_code, as_json=as_json,
+                            run=getattr(exc, "ponder_run", None))
     except Exception as exc:  # a bug (ponder's or a plugin's): never let Python print it raw,
         # since its message or a chained cause may hold a key (a provider echoing it, a plugin)
         import traceback
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         # the reply a parse error quotes is cut: the hint must not drown under 20 MB of it
         text = clip_error(describe_error(exc))
         return report_error(f"ponder: {what}: {type(exc).__name__}: {text}{hint}", 1,
-                            as_json=as_json)
+                            as_json=as_json, run=getattr(exc, "ponder_run", None))
     return result if isinstance(result, int) else 0
 
 

@@ -26,11 +26,16 @@ class Usage:
     retries: int = 0
     #: calls answered from the response cache (not in ``calls``: they cost nothing)
     cached_calls: int = 0
+    #: requests that reached the provider and came back as an error (a 5xx, a 429, a time-out)
+    #: with no usage to charge: counted here, not in ``calls``, and priced at zero
+    failed_requests: int = 0
 
     def add(self, *, calls: int = 0, input_tokens: int = 0, output_tokens: int = 0,
-            cost_usd: float = 0.0, retries: int = 0, cached_calls: int = 0) -> None:
+            cost_usd: float = 0.0, retries: int = 0, cached_calls: int = 0,
+            failed_requests: int = 0) -> None:
         self.calls += calls
         self.cached_calls += cached_calls
+        self.failed_requests += failed_requests
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
         self.cost_usd += cost_usd
@@ -164,22 +169,33 @@ def extract_citations(text: str, documents: Any, *,
     when its path is no loaded document (a unique suffix of one is accepted: models shorten
     paths), when its line was not among those read, or when that line is blank (no evidence).
     """
-    lines: dict[str, list[str]] = {}
+    # Only the documents actually cited are split into lines (on first use): splitting all of
+    # them made half a million line strings at 20 MB, the run's peak memory (~+50 MB).
+    texts: dict[str, str] = {}
     starts: dict[str, int] = {}
     for doc in documents:
-        lines[doc.path] = doc.text.split("\n")
+        texts[doc.path] = doc.text
         starts[doc.path] = doc.start_line
+    split: dict[str, list[str]] = {}
+
+    def lines_of(path: str) -> list[str]:
+        if path not in split:
+            split[path] = texts[path].split("\n")
+        return split[path]
+
     spans: dict[str, list[tuple[int, int]]] = {}
     if read is None:
-        for path, body in lines.items():
-            last = starts[path] + max(len(body) - (1 if body and body[-1] == "" else 0), 1) - 1
+        for path, body in texts.items():
+            count = body.count("\n") + 1  # len(body.split("\n")), without the list
+            ends_blank = body == "" or body.endswith("\n")
+            last = starts[path] + max(count - (1 if ends_blank else 0), 1) - 1
             spans[path] = [(starts[path], last)]
     else:
         for path, first, last in read:
             spans.setdefault(path, []).append((first, last))
     matches: list[tuple[int, str, int]] = []
     taken: list[tuple[int, int]] = []
-    known = _known_paths_pattern(list(lines))
+    known = _known_paths_pattern(list(texts))
     for pattern in (known, _CITATION):
         if pattern is None:
             continue
@@ -196,11 +212,11 @@ def extract_citations(text: str, documents: Any, *,
             dropped.append({"path": path, "line": line, "reason": reason})
 
     for _, path, line in sorted(matches):
-        if path not in lines:  # the model may shorten a path: accept a unique suffix match;
+        if path not in texts:  # the model may shorten a path: accept a unique suffix match;
             # or lengthen it: the path as given on the command line (``corpus/f1.py`` for a
             # document loaded from ``corpus/`` as ``f1.py``)
-            candidates = [p for p in lines if p.endswith("/" + path)] or \
-                [p for p in lines if path.endswith("/" + p)]
+            candidates = [p for p in texts if p.endswith("/" + path)] or \
+                [p for p in texts if path.endswith("/" + p)]
             if len(candidates) != 1:
                 drop(path, line, "not a loaded document")
                 continue
@@ -209,8 +225,9 @@ def extract_citations(text: str, documents: Any, *,
             drop(path, line, "that line was not read")
             continue
         index = line - starts[path]
-        if not 0 <= index < len(lines[path]) or not lines[path][index].strip():
-            drop(path, line, "a blank line" if 0 <= index < len(lines[path])
+        body = lines_of(path)
+        if not 0 <= index < len(body) or not body[index].strip():
+            drop(path, line, "a blank line" if 0 <= index < len(body)
                  else "beyond the end of the file")
             continue
         if Citation(path, line) not in found:

@@ -55,7 +55,7 @@ from ponder.engine.ratelimit import take_ticket
 from ponder.kernel.kinds import ModelInfo
 from ponder.support.observability import SpanType, Tracker, track
 from ponder.support.results import BatchResult, ChunkResult, FailedChunk
-from ponder.support.retry import RetryPolicy, call_with_retry
+from ponder.support.retry import RetryPolicy, call_with_retry, reached_provider
 
 log = logging.getLogger("ponder.run")
 T = TypeVar("T")
@@ -294,17 +294,26 @@ class Services:
             # a fresh usage tracker per attempt: nested tracking would double-count, and it is
             # read even when the attempt raises (a reply that did not parse was still served)
             tracker = UsageTracker()
+            # no dspy history: it keeps every call's messages and reply (the whole prompt) for
+            # the process's life, ~20 MB at a 20 MB map_reduce; ponder records calls itself
             settings: dict[str, Any] = {"lm": self.lm, "track_usage": True,
-                                        "usage_tracker": tracker}
+                                        "usage_tracker": tracker, "disable_history": True}
             if self.dspy_adapter is not None:
                 settings["adapter"] = self.dspy_adapter
             used: int | None = None
+            failed: BaseException | None = None
             try:
                 with dspy.context(**settings):
                     prediction = module(**inputs)
+            except BaseException as exc:
+                failed = exc
+                raise
             finally:
                 used = self._charge_attempt(tracker, spent)
                 ticket.done(used or None)
+                if failed is not None and not used and reached_provider(failed):
+                    with self._lock:
+                        self.usage.add(failed_requests=1)
             if replies.is_empty(prediction):  # a bare LM (no FallbackLM around it) let one through
                 from ponder.engine.failures import EmptyReply
 

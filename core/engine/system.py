@@ -206,6 +206,9 @@ class RunRecorder:
             "spans": _span_records(tracker),
         }
         self._safely("finish the run", lambda: self.storage.finish_run(self.run_id, result))
+        # what the run spent travels with the error, so a failed `ask --json` still reports it
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.ponder_run = {"run_id": self.run_id, "usage": result["usage"]}  # type: ignore[attr-defined]
 
 
 class System:

@@ -157,6 +157,19 @@ def describe_error(exc: BaseException) -> str:
     return text
 
 
+def reached_provider(exc: BaseException) -> bool:
+    """True when the request behind ``exc`` got to the provider: it answered with an HTTP
+    error or a reply that could not be read, or it timed out waiting for one. A refused
+    connection or a missing key never left this process (litellm's "500" for those included)."""
+    if is_connection_error(exc) or is_missing_credentials(exc):
+        return False
+    chain = causes(exc)
+    if any(_status_code(cause) is not None for cause in chain) or is_malformed_reply(exc):
+        return True
+    return any(isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__
+               for cause in chain)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True when ``exc`` is transient: rate limit, 5xx, time-out or connection error.
 

@@ -111,6 +111,25 @@ def test_a_rate_limit_in_a_one_call_run_is_in_ponders_words(tmp_path):
     assert "ponder retries rate-limited calls" in error
 
 
+def test_a_failed_one_call_run_still_reports_every_request_it_made(tmp_path):
+    """The run's error carries its id and usage: each request the provider answered with an
+    error is a failed request (counted, priced at zero), in --json, on stderr and in the store."""
+    with FakeProvider(fault_rate=1.0, fault_kinds=("server_error",)) as fake:
+        cfg = write_config(tmp_path, fake.base_url, extra="")
+        cfg_text = Path(cfg).read_text().replace("max_retries = 0", "max_retries = 2")
+        Path(cfg).write_text(cfg_text)
+        src = str(corpus(tmp_path, files=1) / "f0.py")
+        result = run_cli(["--config", cfg, "ask", "What?", src, "--strategy", "direct",
+                          "--no-cache", "--json"])
+        requests = fake.stats()["requests"]
+    assert result.exit_code == 1 and requests == 3
+    data = json.loads(result.stdout)
+    assert data["usage"]["failed_requests"] == requests and data["usage"]["calls"] == 0
+    assert data["usage"]["retries"] == 2 and data["usage"]["cost_usd"] == 0.0
+    assert f"run {data['run_id']} recorded: 0 calls served, 3 requests failed" in result.stderr
+    assert stored(cfg, data["run_id"])["usage"]["failed_requests"] == requests
+
+
 # --- citations -----------------------------------------------------------------------------------
 def _closed_port() -> int:
     with socket.socket() as sock:

@@ -272,4 +272,5 @@ def test_fatal_errors_do_not_count_as_requests():
     services = services_for(None, base_url=url, retry=RetryPolicy(max_retries=0))
     map_reduce.MapReduceStrategy().run(QUESTION, corpus(files=2), services)
     assert attrs.asdict(services.usage) == {"calls": 0, "input_tokens": 0, "output_tokens": 0,
-                                            "cost_usd": 0.0, "retries": 0, "cached_calls": 0}
+                                            "cost_usd": 0.0, "retries": 0, "cached_calls": 0,
+                                            "failed_requests": 0}
