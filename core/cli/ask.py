@@ -55,6 +55,9 @@ def _ask_options(fn: Any) -> Any:
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
         click.option("--dry-run", "dry_run", is_flag=True,
                      help="Print the plan (strategy, chunks, calls, tokens, cost, time); stop."),
+        click.option("--probe", "probe", is_flag=True,
+                     help="With --dry-run and no recorded latency: time the plan with one real "
+                          "call (counted, priced and recorded)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr."),
         click.option("--progress", "progress",
                      type=click.Choice(["auto", "rich", "plain", "silent"]),
@@ -97,6 +100,8 @@ def _run_ask(state: AppState, question: str, params: dict[str, Any], *,
              diff_rev: str | None = None) -> None:
     from ponder.engine.system import System
 
+    if params.get("probe") and not params.get("dry_run"):
+        raise click.UsageError("--probe times a plan: use it with --dry-run")
     state.overrides = _overrides(params)
     config = state.config
     if params.get("model") and not config.adapter.name:

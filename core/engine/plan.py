@@ -234,6 +234,52 @@ def make_plan(system: Any, question: str, context: Any, *,
                 latency_source=source, notes=notes)
 
 
+def probe_context(context: Any, chars: int) -> Any:
+    """The first ``chars`` characters of ``context`` (whole lines, documents in order): what
+    one call of the plan reads, for :func:`probe`."""
+    from ponder.context.documents import Context, Document
+
+    documents, left = [], max(1, chars)
+    for document in context.documents:
+        if left <= 0:
+            break
+        text = document.text
+        if len(text) > left:
+            cut = text.rfind("\n", 0, left)
+            text = text[: cut + 1 if cut > 0 else left]
+        documents.append(Document(document.path, text, document.start_line, document.language))
+        left -= len(text)
+    return Context(documents=documents, sources=list(context.sources))
+
+
+def probe(system: Any, question: str, context: Any, plan: Plan) -> Plan:
+    """Time the plan with one real call when no latency is recorded (``--dry-run --probe``).
+
+    The call is the question over the first call's worth of the sources (the plan's prompt
+    tokens over its calls, so a local model's prefill is timed at the right size), asked with
+    the ``direct`` strategy and no response cache. It is a real run: counted, priced, recorded in
+    the run store, so later plans read its latency as a recorded call.
+    """
+    from ponder.context.tokens import CHARS_PER_TOKEN
+    from ponder.engine.system import System
+    from ponder.kernel.config import Component
+
+    per_call = plan.prompt_tokens / max(1, plan.calls_max)
+    config = attrs.evolve(system.config, strategy=Component("direct"),
+                          cache=attrs.evolve(system.config.cache, enabled=False))
+    prober = System(config, plugins=system.plugins, progress="silent")
+    answer = prober.run(question, probe_context(context, int(per_call * CHARS_PER_TOKEN)))
+    if answer.usage.calls == 0:
+        return attrs.evolve(plan, latency_source=f"the one-call probe failed: {answer.note}")
+    # the call's own latency as recorded (the run's elapsed time includes building the LM);
+    # without a run store, the run's time
+    recorded, _ = recorded_latency(prober, plan.model)
+    seconds = recorded if recorded is not None else answer.elapsed_s
+    source = (f"one-call probe just now: {answer.usage.input_tokens:,} prompt tokens in "
+              f"{seconds:.2f} s, ${answer.usage.cost_usd:.4f}, run {answer.run_id}")
+    return attrs.evolve(plan, latency_s=seconds, latency_source=source)
+
+
 def preflight(system: Any, question: str, sources: list[str], params: dict[str, Any]) -> Any:
     """For ``ponder ask``: load the sources and make the plan; print it and return None for
     ``--dry-run``; print it on stderr when the run looks long or expensive; return the loaded
@@ -256,6 +302,8 @@ def preflight(system: Any, question: str, sources: list[str], params: dict[str, 
                   file=sys.stderr, flush=True)
         return context
     plan = make_plan(system, question, context, chunk_tokens=params.get("chunk_tokens"))
+    if params.get("probe") and plan.latency_s is None:
+        plan = probe(system, question, context, plan)
     if params.get("as_json"):
         print(redact(json.dumps(clean_secrets({"dry_run": True, "plan": plan.to_dict()}),
                                 indent=2, default=str)))

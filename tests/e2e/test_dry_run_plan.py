@@ -76,6 +76,33 @@ def test_the_plan_uses_recorded_latency_after_a_run(setup) -> None:
     assert plan["estimated_seconds"] == pytest.approx(plan["waves"] * plan["latency_s"])
 
 
+def test_probe_times_the_plan_with_one_recorded_call(setup) -> None:
+    provider, src, config, home = setup
+    done = ponder(["How many functions return x?", str(src), "--strategy", "map_reduce",
+                   "--dry-run", "--probe", "--json"], config, home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan = json.loads(done.stdout)["plan"]
+    assert provider.stats()["requests"] == 1  # one call, not the plan's
+    assert plan["latency_s"] > 0 and "one-call probe just now" in plan["latency_source"]
+    # the probe read about one map call's worth of the sources: a chunk, not the corpus
+    per_call = plan["prompt_tokens"] / plan["calls_max"]
+    tokens = int(plan["latency_source"].split(": ")[1].split(" prompt")[0].replace(",", ""))
+    assert 0.5 * per_call < tokens < 2 * per_call
+    # recorded like any run: the next plan reads the same call, without a probe
+    again = json.loads(ponder(["How many functions return x?", str(src), "--strategy",
+                               "map_reduce", "--dry-run", "--json"], config, home).stdout)["plan"]
+    assert again["latency_s"] == pytest.approx(plan["latency_s"])
+    assert "recorded calls" in again["latency_source"]
+    assert provider.stats()["requests"] == 1
+
+
+def test_probe_without_dry_run_is_a_usage_error(setup) -> None:
+    provider, src, config, home = setup
+    done = ponder(["What?", str(src), "--probe", "--json"], config, home)
+    assert done.returncode == 2 and "--probe" in json.loads(done.stdout)["error"]
+    assert provider.stats()["requests"] == 0
+
+
 def test_long_expensive_or_unknown_local_runs_are_announced() -> None:
     from ponder.engine.plan import Plan
 
