@@ -37,6 +37,7 @@ def optimize_group() -> None:
       ponder optimize space space.toml
       ponder optimize qa.jsonl --space space.toml --optimizer tpe --trials 40 --max-cost 2
       ponder optimize qa.jsonl --space space.toml --objectives score,cost --dry-run
+      ponder optimize qa.jsonl --pipeline explain.toml --space stages.toml --trials 20
       ponder optimize --resume my-study
       ponder optimize show my-study
     """
@@ -45,13 +46,16 @@ def optimize_group() -> None:
 # --- space -----------------------------------------------------------------------------------
 @optimize_group.command("space")
 @click.argument("file")
+@click.option("--pipeline", "pipeline_path", metavar="FILE",
+              help="The pipeline whose pipeline.stages.* keys the space addresses.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
-def space_command(state: AppState, file: str, as_json: bool) -> None:
+def space_command(state: AppState, file: str, pipeline_path: str | None, as_json: bool) -> None:
     """Print the space declared in FILE: variables, size, conditional variables."""
     from ponder.optimize.checks import load_space
 
-    space = load_space(file, plugins=state.plugins, base=state.config)
+    base, _ = _pipeline_base(state, pipeline_path, file)
+    space = load_space(file, plugins=state.plugins, base=base)
     data = space.to_dict()
     if as_json:
         echo_json(data)
@@ -88,6 +92,12 @@ def _finite_limit(ctx: click.Context, param: click.Parameter, value: float | Non
 @click.argument("dataset", required=False)
 @click.option("--space", "space_path", metavar="FILE",
               help="The space: a TOML file with [optimize.space] (default: ponder.toml's).")
+@click.option("--pipeline", "pipeline_path", metavar="FILE",
+              help="Optimize this pipeline: each example's question is its ${input.question}, "
+                   "the answer its output (default: the space file's [optimize] pipeline).")
+@click.option("--stage-cache", "stage_cache", is_flag=True,
+              help="With --pipeline: reuse unchanged stages across trials (cheaper; a "
+                   "trial's cost then depends on the trials before it).")
 @click.option("--optimizer", help="Optimizer plugin: tpe, random, grid (default tpe).")
 @click.option("--trials", type=click.IntRange(min=1), help="Trials to run (default 40).")
 @click.option("--metric", "metrics", multiple=True,
@@ -141,8 +151,14 @@ def run_command(state: AppState, dataset: str | None, **params: Any) -> None:
             seed=params["seed"] if params["seed"] is not None else 0,
             val_fraction=params["val_fraction"] or 0.3,
             budget=Budget(params["max_cost"], params["max_calls"], params["timeout"]),
-            concurrency=params["concurrency"])
-    config, plugins = state.config, state.plugins
+            concurrency=params["concurrency"],
+            pipeline=_pipeline_source(state.config, params["pipeline_path"],
+                                      params["space_path"]),
+            stage_cache=params["stage_cache"])
+    plugins = state.plugins
+    config, _ = _pipeline_base(state, plan.pipeline, plan.space_path, flag="--pipeline"
+                               if params["pipeline_path"] else "pipeline",
+                               stage_cache=plan.stage_cache)
     data = load_dataset(plan.dataset_path)
     train, val = runner.split_dataset(data, seed=plan.seed, val_fraction=plan.val_fraction)
     space = load_space(plan.space_path, plugins=plugins, base=config)
@@ -180,7 +196,8 @@ def run_command(state: AppState, dataset: str | None, **params: Any) -> None:
         study.stop_reason = "interrupted (Ctrl-C); resume with --resume " + plan.name
     summary = runner.finish(study, base=config, val=val, dataset=data) \
         if status == "done" else {"study": plan.name, "stopped_by": study.stop_reason}
-    summary.update(status=status, elapsed_s=round(time.monotonic() - started, 3),
+    summary.update(status=status, pipeline=plan.pipeline,
+                   elapsed_s=round(time.monotonic() - started, 3),
                    spent={"cost": study.spent.cost, "calls": study.spent.calls,
                           "tokens": study.spent.tokens, "retries": study.spent.retries},
                    estimate=estimate.to_dict(),
@@ -205,6 +222,52 @@ def run_command(state: AppState, dataset: str | None, **params: Any) -> None:
         raise click.exceptions.Exit(130)
 
 
+def _pipeline_source(config: Any, flag: str | None, space_path: str) -> str | None:
+    """The pipeline a new study optimizes: ``--pipeline``, else the space file's ``[optimize]
+    pipeline``, else, when the space addresses ``pipeline.stages.*`` keys, the ``[pipeline]``
+    of the config file (ponder.toml)."""
+    from pathlib import Path
+
+    from ponder.optimize.pipeline_space import is_pipeline_key, pipeline_path_in
+
+    if flag:
+        return flag
+    named = pipeline_path_in(space_path)
+    if named:
+        return named
+    try:
+        import tomllib
+
+        table = tomllib.loads(Path(space_path).read_text(encoding="utf-8"))
+        keys = list((table.get("optimize") or {}).get("space") or {})
+    except (OSError, ValueError):
+        return None  # load_space says what is wrong with the file
+    origin = config.origin("pipeline.stages")
+    if any(is_pipeline_key(str(k)) for k in keys) and Path(origin).is_file():
+        return origin
+    return None
+
+
+def _pipeline_base(state: AppState, path: str | None, space_path: str, *,
+                   flag: str = "--pipeline", stage_cache: bool = False) -> tuple[Any, Any]:
+    """``(the base config of the study's trials, the checked pipeline plan or None)``: with a
+    pipeline, the config whose evals ask it (:func:`ponder.optimize.pipeline_space
+    .with_pipeline`)."""
+    from ponder.optimize.pipeline_space import (
+        check_executor,
+        load_pipeline,
+        pipeline_path_in,
+        with_pipeline,
+    )
+
+    path = path or pipeline_path_in(space_path)
+    if not path:
+        return state.config, None
+    plan = load_pipeline(path, state.plugins, flag=flag)
+    check_executor(state.config, state.plugins)
+    return with_pipeline(state.config, plan.pipeline, stage_cache=stage_cache), plan
+
+
 def _space_in_config(config: Any) -> str | None:
     """The config file whose ``[optimize.space]`` the study uses when no --space is given."""
     from pathlib import Path
@@ -223,6 +286,8 @@ def _override_plan(plan: Any, dataset: str | None, params: dict[str, Any]) -> An
     changes: dict[str, Any] = {}
     if dataset:
         changes["dataset_path"] = dataset  # a new or larger dataset warm-starts from the trials
+    if params.get("pipeline_path"):
+        changes["pipeline"] = params["pipeline_path"]
     for key in ("space_path", "trials", "concurrency"):
         if params.get(key):
             changes[key] = params[key]
@@ -245,6 +310,8 @@ def _progress(result: Any, study: Any) -> None:
     best_text = f"{best.score:.3f} (trial {best.number})" if best and best.score is not None \
         else "-"
     score = "-" if result.score is None else f"{result.score:.3f}"
+    if getattr(result, "minibatch", None):  # simba's steps: not comparable with the best
+        score += f" on a mini-batch of {result.examples}"
     click.echo(f"trial {len(study.finished())}/{study.n_trials} #{result.number}: "
                f"{result.status} score {score}; best {best_text}; spent "
                f"${study.spent.cost:.4f}, {study.spent.calls} calls", err=True)
@@ -265,6 +332,9 @@ def _print_summary(summary: dict[str, Any], study: Any) -> None:
     click.echo(f"study {summary['study']}: {summary.get('trials', 0)} trials; "
                f"stopped by: {summary.get('stopped_by')}")
     best = summary.get("best")
+    if summary.get("pipeline"):
+        click.echo(f"pipeline: {summary['pipeline']} (the program holds it: `ponder pipeline "
+                   "run` the --out file)")
     if best:
         click.echo(f"best: trial {best['number']} train score {best['score']:.3f} "
                    f"{json.dumps(best['assignment'])}")
@@ -322,12 +392,14 @@ def show_command(state: AppState, name: str | None, as_json: bool) -> None:
                     "pareto": [t.to_dict() for t in front], "summary": meta.get("summary")})
         return
     click.echo(f"study {name} ({meta.get('status')}): {plan.optimizer}, "
-               f"{len(trials)}/{plan.trials} trials, objectives {', '.join(plan.objectives)}")
+               f"{len(trials)}/{plan.trials} trials, objectives {', '.join(plan.objectives)}"
+               + (f", pipeline {plan.pipeline}" if plan.pipeline else ""))
     click.echo(f"{'#':>4} {'status':<9} {'score':>6} {'cost':>10} {'calls':>6}  assignment")
     for t in trials:
         status = "running?" if t.status == "running" else t.status
         click.echo(f"{t.number:>4} {status:<9} {_fmt(t.score):>6} {t.cost:>10.6f} "
-                   f"{t.calls:>6}  {json.dumps(t.assignment)}")
+                   f"{t.calls:>6}  {json.dumps(t.assignment)}"
+                   + (f"  (mini-batch of {t.examples})" if t.minibatch else ""))
     if best:
         click.echo(f"best: trial {best.number} score {_fmt(best.score)}")
     numbers = ", ".join(str(t.number) for t in front)

@@ -3,7 +3,8 @@ runner, statistics for comparing configurations, and an HTML report.
 
 ``ponder eval`` is the command; this package is its Python API (``ponder.evaluate(...)``,
 :class:`Evaluator`, :func:`load_dataset`). It may import ``errors``, ``support``,
-``signatures``, ``context``, ``kernel`` and ``engine``; plugins (metrics) and the CLI import it.
+``signatures``, ``context``, ``kernel``, ``engine`` and ``pipeline`` (an eval that asks a
+pipeline: :mod:`ponder.evaluate.pipeline_system`); plugins (metrics) and the CLI import it.
 Heavy libraries (dspy through the engine, matplotlib in :mod:`report`) are imported inside
 functions only.
 

@@ -43,10 +43,21 @@ class VariantSystem(System):
     """A System whose run store is opened on first use and then shared by every ask."""
 
     def __init__(self, config: Any, *, plugins: Any, budget: Any) -> None:
+        from ponder.evaluate.pipeline_system import PipelineAsker, evaluates_pipeline
+
         super().__init__(config, plugins=plugins, progress="silent", budget=budget)
         self._storage_lock = threading.Lock()
         self._storage: Any = None
         self._storage_opened = False
+        #: ``[optimize] evaluate = "pipeline"``: every ask runs the config's ``[pipeline]``
+        #: (see :mod:`ponder.evaluate.pipeline_system`)
+        self._pipeline = PipelineAsker() if evaluates_pipeline(config) else None
+
+    def ask(self, question: str, sources: Any, **kwargs: Any) -> Any:
+        """``System.ask``, or the config's pipeline on ``question`` when it evaluates one."""
+        if self._pipeline is not None:
+            return self._pipeline.ask(self, question, sources)
+        return super().ask(question, sources, **kwargs)
 
     def open_storage(self) -> Any:
         """The one store of this variant (None without one), opened on the first call."""

@@ -7,8 +7,9 @@ and how; ``apply`` turns a point of it into a :class:`ponder.kernel.config.Confi
 without repeating a finished LM call; ``program`` saves the best candidate as an artifact;
 ``stats`` measures adapters from the recorded LM calls. Optimizer plugins drive a study.
 
-May import ``errors``, ``support``, ``signatures``, ``context``, ``kernel``, ``engine`` and
-``evaluate`` (metrics, datasets); never ``cli``, ``plugins`` or ``testing``. Optuna and DSPy are
+May import ``errors``, ``support``, ``signatures``, ``context``, ``kernel``, ``engine``,
+``pipeline`` (``pipeline_space``: a space over a pipeline's stages) and ``evaluate`` (metrics,
+datasets); never ``cli``, ``plugins`` or ``testing``. Optuna and DSPy are
 imported inside functions only.
 """
 

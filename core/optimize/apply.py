@@ -4,7 +4,8 @@ Why a copy and not a reload: a trial's config is the base config (files, environ
 plus the assignment, and the base must stay untouched for the next trial. The rules match
 :class:`ponder.kernel.layers.Layers`: choosing another plugin for a component drops the settings
 meant for the old one; every value set remembers its origin (``optimize trial 7``), so an error
-or ``ponder config show`` says where a value came from.
+or ``ponder config show`` says where a value came from. ``pipeline.stages.<name>.<key>`` values
+change the pipeline in the config's ``[pipeline]`` section (:mod:`ponder.optimize.pipeline_space`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ponder.kernel.config import (
     structure_settings,
 )
 from ponder.kernel.hookspecs import KINDS
+from ponder.optimize.pipeline_space import apply_pipeline_values, is_pipeline_key, pipeline_of
 
 
 def apply_overrides(base: Config | None, overrides: Sequence[tuple[str, Any]],
@@ -39,8 +41,17 @@ def apply_overrides(base: Config | None, overrides: Sequence[tuple[str, Any]],
                 del config.origins[key]
         component.name = value
         config.origins[dotted] = origin
+    staged = [(k, v) for k, v in overrides if is_pipeline_key(k)]
+    if staged:
+        pipeline = pipeline_of(config)
+        if pipeline is None:
+            raise ConfigError(f"{origin}: {staged[0][0]}: the config carries no pipeline to "
+                              "set it in (give the study --pipeline FILE)")
+        config.sections["pipeline"] = apply_pipeline_values(pipeline, staged, origin).to_dict()
+        for dotted, _ in staged:
+            config.origins[dotted] = origin
     for dotted, value in overrides:
-        if (dotted, value) in names:
+        if (dotted, value) in names or is_pipeline_key(dotted):
             continue
         parts = dotted.split(".")
         section = parts[0]

@@ -11,7 +11,8 @@ Which plugins a key reaches: for ``<kind>.<field>``, the plugins a ``module`` va
 kind (or a ``choice`` over ``<kind>.name``) chooses among, else the configured plugin, else
 (nothing configured, e.g. an adapter picked at run time) every registered plugin of the kind.
 The field must exist in at least one of them; when it exists in only some, the variable is
-active only while one of those is chosen.
+active only while one of those is chosen. A ``pipeline.stages.<name>.<key>`` key is checked
+against the study's pipeline the same way (:mod:`ponder.optimize.pipeline_space`).
 """
 
 from __future__ import annotations
@@ -261,6 +262,11 @@ def _check_against_plugins(variables: dict[str, Variable], plugins: Any, base: A
                 plugins.get("optimizer", variable.optimizer)
             except RegistryError as exc:
                 errors.add(key, str(exc))
+            from ponder.optimize.pipeline_space import pipeline_of
+
+            if pipeline_of(base) is not None:
+                errors.add(key, "a prompt variable does not reach a pipeline's stages yet "
+                           "(optimize the stages' settings, uses, adapter, instructions)")
             continue
         if variable.type == "composite":
             for preset, values in variable.presets.items():
@@ -281,6 +287,16 @@ def _check_key(label: str, dotted: str, probes: list[Any], variables: Mapping[st
 
     parts = dotted.split(".")
     section = parts[0]
+    if section == "pipeline":
+        from ponder.optimize.pipeline_space import check_pipeline_key, pipeline_of
+
+        selectors = {k: v for k, v in variables.items()
+                     if k.startswith("pipeline.stages.") and k.endswith(".uses")
+                     and v.type == "choice"}
+        return check_pipeline_key(dotted, probes, pipeline=pipeline_of(base), plugins=plugins,
+                                  base=base, selectors=selectors,
+                                  add=lambda message: errors.add(label, message),
+                                  probe=_refusal)
     if section in KERNEL_SECTIONS:
         if len(parts) != 2:
             errors.add(label, f"{dotted!r}: expected {section}.<setting>")
@@ -295,9 +311,10 @@ def _check_key(label: str, dotted: str, probes: list[Any], variables: Mapping[st
                    errors, what=f"adapter {parts[1]!r}")
         return None
     if section not in KINDS:
-        known = [*KERNEL_SECTIONS, *KINDS, "adapters"]
+        known = [*KERNEL_SECTIONS, *KINDS, "adapters", "pipeline"]
         hint = did_you_mean(section, known)
-        why = " (subsystem sections are not searchable)" if section in SUBSYSTEM_SECTIONS else ""
+        why = " (subsystem sections other than pipeline are not searchable)" \
+            if section in SUBSYSTEM_SECTIONS else ""
         errors.add(label, f"unknown section {section!r}{why}"
                    + (f"; did you mean {hint!r}?" if hint else "")
                    + f" (searchable: {', '.join(known)})")
@@ -359,6 +376,15 @@ def _probe(label: str, cls: Any, section: str, field: str, probes: list[Any],
                    + (f"; did you mean {hint!r}?" if hint else "")
                    + f" (known keys: {', '.join(known) or 'none'})")
         return
+    reason = _refusal(cls, field, probes, options, what, section=section)
+    if reason:
+        errors.add(label, reason)
+
+
+def _refusal(cls: Any, field: str, probes: Any, options: Mapping[str, Any], what: str, *,
+             section: str = "settings") -> str | None:
+    """Why settings class ``cls`` refuses one of ``probes`` for ``field`` (None: it takes
+    them all), in the words of the plugin's own validator."""
     for value in probes:
         try:
             structure_settings(cls, {**options, field: value}, section=section)
@@ -367,9 +393,8 @@ def _probe(label: str, cls: Any, section: str, field: str, probes: list[Any],
             lines = [line for line in str(exc).splitlines() if f"{section}.{field}:" in line]
             if lines:
                 reason = lines[0].split(f"{section}.{field}:", 1)[-1].strip()
-                errors.add(label, f"value {value!r} is outside what {what} accepts for "
-                           f"{field!r}: {reason}")
-                return
+                return f"value {value!r} is outside what {what} accepts for {field!r}: {reason}"
+    return None
 
 
 def _dependency_order(variables: Mapping[str, Variable], errors: _Errors) -> list[Variable]:

@@ -11,6 +11,12 @@ subsystem section the kernel keeps raw), so ``ponder --config best.toml ask …`
 (namespace ``study``, key ``<study>/program``) for the record, never executed.
 
 A program stored under a study's name is the artifact ``("program", <study>)`` in the run store.
+
+**A pipeline's program** (a study with ``--pipeline``) also holds the resolved pipeline, the
+trial's stage values applied, as ``[pipeline]`` and its ``[[pipeline.stages]]``: the file is a
+pipeline file itself, so ``ponder pipeline run best.toml SOURCES --input question=…`` runs the
+best pipeline (and ``--config best.toml`` adds the program's other keys). ``ponder ask
+--program`` layers the other keys only: ``ask`` runs a strategy, not a pipeline.
 """
 
 from __future__ import annotations
@@ -24,20 +30,25 @@ from ponder.errors import ConfigError
 from ponder.kernel.render import toml_key, toml_value
 
 ARTIFACT_KIND = "program"
+PIPELINE_SECTION = "pipeline"
 
 
 def render_program(overrides: list[tuple[str, Any]], provenance: Mapping[str, Any],
-                   prompts: Mapping[str, str] | None = None) -> str:
-    """The program's TOML text: the overrides by section, ``[optimize.program]``, then the
-    compiled predictor state ``[optimize.prompts]`` (signature name = DSPy JSON state)."""
+                   prompts: Mapping[str, str] | None = None, pipeline: Any = None) -> str:
+    """The program's TOML text: the overrides by section, ``[optimize.program]``, the compiled
+    predictor state ``[optimize.prompts]`` (signature name = DSPy JSON state), then the
+    resolved ``pipeline`` (a :class:`ponder.pipeline.model.Pipeline`) when there is one."""
     sections: dict[str, dict[str, Any]] = {}
     # a plugin's name before its settings: choosing a plugin drops settings set before it
+    overrides = [(k, v) for k, v in overrides if k.split(".")[0] != PIPELINE_SECTION]
     for dotted, value in sorted(overrides, key=lambda kv: not kv[0].endswith(".name")):
         section, _, key = dotted.partition(".")
         sections.setdefault(section, {})[key] = value
+    use = ("run its pipeline with `ponder pipeline run FILE SOURCES --input question=...` "
+           "(--config FILE adds its other keys)") if pipeline is not None else \
+        "layer it over a config with `ponder ask --program FILE` (or use it as --config)"
     lines = [f"# ponder program: study {provenance.get('study')}, trial "
-             f"{provenance.get('trial')}; layer it over a config with "
-             "`ponder ask --program FILE` (or use it as --config)", ""]
+             f"{provenance.get('trial')}; {use}", ""]
     for section, values in sections.items():
         lines.append(f"[{section}]")
         lines.extend(f"{toml_key(k)} = {toml_value(v)}" for k, v in values.items())
@@ -52,6 +63,9 @@ def render_program(overrides: list[tuple[str, Any]], provenance: Mapping[str, An
                   "[optimize.prompts]"]
         lines.extend(f"{toml_key(name)} = {toml_value(text)}"
                      for name, text in sorted(prompts.items()))
+    if pipeline is not None:
+        lines += ["", "# the pipeline with the trial's stage values: `ponder pipeline run` this "
+                  "file", pipeline.to_toml().rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -88,6 +102,8 @@ def program_overrides(name_or_file: str, storage: Any = None) -> list[tuple[tupl
     origin = f"--program {name_or_file}"
     out: list[tuple[tuple[str, ...], Any, str]] = []
     for section, values in data.items():
+        if section == PIPELINE_SECTION:
+            continue  # for `ponder pipeline run FILE`; ask runs a strategy (module docstring)
         if section == "optimize":
             # the compiled predictor state travels; the provenance is for the record only
             prompts = values.get("prompts") if isinstance(values, Mapping) else None

@@ -46,6 +46,10 @@ class RunPlan:
     val_fraction: float = 0.3
     budget: Budget = attrs.field(factory=Budget)
     concurrency: int | None = None
+    #: the pipeline file the study optimizes (``--pipeline``), None for a system study
+    pipeline: str | None = None
+    #: reuse a pipeline's unchanged stages across candidates (``--stage-cache``)
+    stage_cache: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -139,6 +143,7 @@ def estimate(study: Study, base: Any, val_size: int, optimizer: Any) -> Estimate
 def finish(study: Study, *, base: Any, val: Any, dataset: Any) -> dict[str, Any]:
     """Score the baseline and the best trial on val, save the best as a program."""
     from ponder.evaluate import Evaluator
+    from ponder.optimize.pipeline_space import pipeline_of
     from ponder.optimize.program import render_program, save_program
 
     def on_val(config: Any, label: str) -> Any:
@@ -176,9 +181,12 @@ def finish(study: Study, *, base: Any, val: Any, dataset: Any) -> dict[str, Any]
         "train_score": best.score, "val_score": summary["best_val"]["score"],
         "baseline_val_score": summary["baseline_val"]["score"],
     }
+    pipeline = pipeline_of(config)
+    if pipeline is not None:
+        provenance["pipeline"] = pipeline.origin
     prompts = study.prompts_of(best.assignment)
     text = render_program(study.space.overrides(best.assignment), provenance,
-                          prompts=prompts.to_table() if prompts else None)
+                          prompts=prompts.to_table() if prompts else None, pipeline=pipeline)
     save_program(study.storage, study.name, text, {
         **provenance, "assignment": best.assignment, "config": config.to_dict(masked=True)})
     summary["program"] = text

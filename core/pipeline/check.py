@@ -72,6 +72,9 @@ class Plan:
     levels: list[list[str]]
     #: the pipeline inputs the stages reference (``${input.NAME}``)
     inputs: tuple[str, ...]
+    #: ``(stage, field)``: the pipeline's one answer (``[pipeline] output``, else the last
+    #: stage's ``answer`` or first output field); what an eval of the pipeline scores
+    output: tuple[str, str] | None = None
 
     def dependants(self, name: str) -> list[str]:
         """Every stage that needs ``name``, directly or through others, in plan order."""
@@ -189,12 +192,43 @@ def check_pipeline(pipeline: Pipeline, plugins: Any) -> Plan:
         cycle = list(exc.args[1])
         problems.append(f"{pipeline.origin}: stages form a cycle: {' -> '.join(cycle)} "
                         "(a stage cannot wait, through its references or `after`, for itself)")
+    output = _output(pipeline, outputs, problems)
     if problems:
         raise PipelineError("\n".join(dict.fromkeys(problems)))
     inputs = sorted({ref.name for stage in pipeline.stages
                      for ref in references([stage.inputs, stage.for_each])
                      if ref.scope == "input"})
-    return Plan(pipeline, plans, levels, tuple(inputs))
+    return Plan(pipeline, plans, levels, tuple(inputs), output)
+
+
+def _output(pipeline: Pipeline, outputs: Mapping[str, Mapping[str, Any]],
+            problems: list[str]) -> tuple[str, str] | None:
+    """The ``(stage, field)`` that is the pipeline's answer; a problem when ``output`` names a
+    stage or field that does not exist."""
+    if pipeline.output is None:
+        if not pipeline.stages or pipeline.stages[-1].name not in outputs:
+            return None
+        last = pipeline.stages[-1].name
+        fields = list(outputs[last])
+        return (last, "answer" if "answer" in fields else fields[0]) if fields else None
+    stage, _, field = pipeline.output.partition(".")
+    names = [s.name for s in pipeline.stages]
+    where = f"{pipeline.origin}: pipeline.output: {pipeline.output!r}"
+    if stage not in names:
+        close = did_you_mean(stage, names)
+        hint = f"; did you mean {close!r}?" if close else ""
+        problems.append(f"{where}: unknown stage {stage!r}{hint} (stages: {', '.join(names)})")
+        return None
+    fields = outputs.get(stage)
+    if fields is None:  # that stage has problems of its own
+        return None
+    if field not in fields:
+        close = did_you_mean(field, list(fields))
+        hint = f"; did you mean {close!r}?" if close else ""
+        problems.append(f"{where}: unknown field {field!r} of stage {stage!r}{hint} "
+                        f"(its outputs: {', '.join(fields)})")
+        return None
+    return stage, field
 
 
 def check_file(path: Any, plugins: Any) -> Plan:
@@ -222,6 +256,11 @@ def check_file(path: Any, plugins: Any) -> Plan:
     return check_pipeline(pipeline, plugins)
 
 
+@attrs.define
+class _NoSettings:
+    """The fields of a plugin that takes no settings: none."""
+
+
 def _check_components(stage: Stage, plugins: Any, kind: str) -> Any:
     """The stage's adapter and predictor exist; returns the adapter's validated settings."""
     from ponder.kernel.registry import RegistryError
@@ -234,6 +273,19 @@ def _check_components(stage: Stage, plugins: Any, kind: str) -> Any:
             raise PipelineError(f"{stage.where('adapter')}: {exc}") from None
         adapter_settings = _settings(entry, stage.adapter_settings, stage, "adapter",
                                      f"adapter {stage.adapter!r}")
+    elif stage.adapter_settings:
+        # settings over the run's own adapter, known only when it runs: each key must be a
+        # setting of some adapter (the run's adapter validates the values then)
+        registry = plugins.registry("adapter")
+        known = sorted({field for name in registry.names()
+                        for field in attrs.fields_dict(plugins.get("adapter", name).settings
+                                                       or _NoSettings)})
+        for key in stage.adapter_settings:
+            if key not in known:
+                close = did_you_mean(key, known)
+                hint = f"; did you mean {close!r}?" if close else ""
+                raise PipelineError(f"{stage.where('adapter.' + key)}: no adapter has a "
+                                    f"setting {key!r}{hint}")
     if stage.predictor is not None:
         if kind == "predictor":
             raise PipelineError(f"{stage.where('predictor')}: a predictor stage runs "

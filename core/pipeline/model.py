@@ -20,8 +20,11 @@ A stage's keys: ``name``, ``uses`` (a strategy or predictor plugin), ``kind`` (`
 :mod:`ponder.signatures.parse`), ``instructions``, ``inputs`` (field -> value), ``for_each`` (a
 reference to a list: one run per item, ``${item}`` is the item), ``after`` (stages to wait for
 without reading them), ``settings`` (the plugin's settings), ``adapter`` (a name, or a table with
-``name`` and the adapter's settings) and ``predictor`` (the predictor a strategy stage's calls
-use).
+``name`` and the adapter's settings; a table without ``name`` changes settings of the run's own
+adapter, ``{ temperature = 0.2 }``) and ``predictor`` (the predictor a strategy stage's calls
+use). The pipeline's ``output`` (``"STAGE.FIELD"``) names the one value that is *the* answer
+where one answer is wanted (``ponder optimize`` scores it); by default the last stage's
+``answer`` field, or its first output field.
 
 References inside input values: ``${input.NAME}`` (a pipeline input, given with ``--input``),
 ``${STAGE.FIELD}`` (an output field of another stage) and ``${item}`` (the current ``for_each``
@@ -47,13 +50,14 @@ __all__ = ["Pipeline", "PipelineError", "Ref", "Stage", "references", "render_te
 
 STAGE_KEYS = ("name", "uses", "kind", "signature", "instructions", "inputs", "for_each", "after",
               "settings", "adapter", "predictor")
-PIPELINE_KEYS = ("name", "stages", "inputs", "cache")
+PIPELINE_KEYS = ("name", "stages", "inputs", "cache", "output")
 KINDS = ("strategy", "predictor")
 #: the signature of a strategy stage that does not declare one
 DEFAULT_STRATEGY_SIGNATURE = "question -> answer"
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _REF = re.compile(r"\$\{([^}]*)\}")
+_OUTPUT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class PipelineError(ConfigError):
@@ -164,6 +168,8 @@ class Stage:
         if self.adapter is not None:
             data["adapter"] = ({"name": self.adapter, **self.adapter_settings}
                                if self.adapter_settings else self.adapter)
+        elif self.adapter_settings:  # settings over the run's own adapter
+            data["adapter"] = dict(self.adapter_settings)
         return data
 
     @classmethod
@@ -206,10 +212,14 @@ class Stage:
             after = []
         adapter, adapter_settings = table.get("adapter"), {}
         if isinstance(adapter, Mapping):
+            # without a name: these settings over the run's own adapter (an optimizer's
+            # ``pipeline.stages.<name>.adapter.temperature`` on a stage that names none)
             adapter_settings = {k: v for k, v in adapter.items() if k != "name"}
             adapter = adapter.get("name")
-            if not isinstance(adapter, str):
-                problems.append(f"{where}: adapter.name: the adapter table needs a name")
+            if adapter is not None and not isinstance(adapter, str):
+                problems.append(f"{where}: adapter.name: expected an adapter name, got "
+                                f"{adapter!r}")
+                adapter = None
         elif adapter is not None and not isinstance(adapter, str):
             problems.append(f"{where}: adapter: expected an adapter name or a table "
                             f"{{ name = ..., <settings> }}, got {adapter!r}")
@@ -244,6 +254,8 @@ class Pipeline:
     inputs: dict[str, Any] = attrs.field(factory=dict)
     #: reuse a stage's stored result when its config and inputs are unchanged
     cache: bool = True
+    #: ``"STAGE.FIELD"``: the pipeline's one answer (None: see :meth:`output_field`)
+    output: str | None = None
     origin: str = attrs.field(default="code", eq=False)
 
     # --- building in code ------------------------------------------------------------------
@@ -274,6 +286,8 @@ class Pipeline:
             data["inputs"] = dict(self.inputs)
         if not self.cache:
             data["cache"] = False
+        if self.output is not None:
+            data["output"] = self.output
         data["stages"] = [stage.config_dict() for stage in self.stages]
         return data
 
@@ -284,6 +298,8 @@ class Pipeline:
         lines = ["[pipeline]", f"name = {toml_value(self.name)}"]
         if not self.cache:
             lines.append("cache = false")
+        if self.output is not None:
+            lines.append(f"output = {toml_value(self.output)}")
         if self.inputs:
             lines.append(f"inputs = {toml_value({k: v for k, v in self.inputs.items()})}")
         for stage in self.stages:
@@ -314,6 +330,11 @@ class Pipeline:
         cache = data.get("cache", True)
         if not isinstance(cache, bool):
             problems.append(f"{origin}: pipeline.cache: expected true or false, got {cache!r}")
+        output = data.get("output")
+        if output is not None and not (isinstance(output, str) and _OUTPUT.match(output)):
+            problems.append(f"{origin}: pipeline.output: expected \"STAGE.FIELD\" (the stage "
+                            f"output that is the pipeline's answer), got {output!r}")
+            output = None
         stages: list[Stage] = []
         dropped: list[str] = []  # stages too broken to check further
         seen: set[str] = set()
@@ -335,7 +356,7 @@ class Pipeline:
         pipeline = cls(name=str(name) if name else Path(origin).stem if origin != "code" else
                        "pipeline", stages=tuple(stages),
                        inputs=dict(inputs) if isinstance(inputs, Mapping) else {},
-                       cache=bool(cache), origin=origin)
+                       cache=bool(cache), output=output, origin=origin)
         if problems:
             # the stages that could be read ride along, so that a check can list their
             # problems too (:func:`ponder.pipeline.check.check_file`): one round of fixes
@@ -389,6 +410,10 @@ class Pipeline:
         call = origin or f"Pipeline.with_value({dotted!r})"
         stage, path = self._address(dotted, call)
         table = stage.config_dict()
+        if path[0] == "adapter" and len(path) > 1 and not isinstance(table.get("adapter"), dict):
+            # one adapter setting: over the named adapter, or over the run's own (no name)
+            named = table.get("adapter")
+            table["adapter"] = {"name": named} if isinstance(named, str) else {}
         node = table
         for part in path[:-1]:
             node = node.setdefault(part, {})

@@ -281,17 +281,15 @@ class _Run:
         """(the stage's services view, its strategy or None)."""
         system, root = self.system, self.root
         changes: dict[str, Any] = {"names": dict(root.names)}
-        if stage.stage.adapter is not None:
+        if stage.stage.adapter is not None or stage.stage.adapter_settings:
             from ponder.engine.system import System
-            from ponder.kernel.config import Component
 
-            config = attrs.evolve(system.config, adapter=Component(
-                stage.stage.adapter, dict(stage.stage.adapter_settings)))
-            lm, model_info, adapter = System(config, plugins=system.plugins)._build_lm(
-                stage.stage.adapter)
+            config, name = _stage_adapter_config(system.config, stage)
+            lm, model_info, adapter = System(config, plugins=system.plugins)._build_lm(name)
             changes.update(lm=lm, model_info=model_info,
                            dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)())
-            changes["names"]["adapter"] = (stage.stage.adapter, stage.adapter_settings)
+            changes["names"]["adapter"] = (name, stage.adapter_settings
+                                           or stage.stage.adapter_settings)
         component = None
         if stage.kind == "predictor":
             entry = system.plugins.get("predictor", stage.stage.uses)
@@ -312,6 +310,17 @@ class _Run:
             self.views.append(view)
         return view, component
 
+    def _system_identity(self) -> str:
+        """What of the run's config changes a stage's answer besides the stage's own keys: the
+        run's adapter settings (a temperature), the retriever's, the compiled prompts. Masked:
+        a key's value never reaches the cache key, only its presence."""
+        from ponder.support.secrets import clean_secrets
+
+        data = self.system.config.to_dict(masked=True)
+        return _identity_hash(clean_secrets({
+            key: data.get(key) for key in ("adapter", "adapters", "retriever")
+        } | {"prompts": (data.get("optimize") or {}).get("prompts")}))
+
     def _resolve(self, ref: Ref, item: Any = None) -> Any:
         if ref.scope == "input":
             return self.inputs[ref.name]
@@ -331,6 +340,7 @@ class _Run:
             "predictor": [config.predictor.name, config.predictor.options]
             if stage.kind == "strategy" and stage.stage.predictor is None else None,
             "sources": self.context.digest() if stage.kind == "strategy" else None,
+            "system": self._system_identity(),
         }
         return _identity_hash(identity)
 
@@ -429,6 +439,27 @@ class _Run:
             self.storage.put_record(NAMESPACE, f"stage/{key}", record)
         except Exception as exc:
             log.warning("the stage cache could not be written: %s", exc)
+
+
+def _stage_adapter_config(config: Any, stage: StagePlan) -> tuple[Any, str]:
+    """(the config a stage's own LM is built from, its adapter's name).
+
+    ``adapter = "gemini"`` / ``{ name = "gemini", … }``: that adapter with those settings. A
+    table without a name changes settings of the run's own adapter: its configured settings
+    (``[adapter]``, or ``[adapters.<name>]``) with the stage's on top, fallbacks kept."""
+    from ponder.engine.system import choose_adapter
+    from ponder.kernel.config import Component
+
+    settings = dict(stage.stage.adapter_settings)
+    if stage.stage.adapter is not None:
+        return attrs.evolve(config, adapter=Component(stage.stage.adapter, settings)), \
+            stage.stage.adapter
+    name, _ = choose_adapter(config)
+    base = config.adapter.options if config.adapter.name == name and config.adapter.options \
+        else config.adapters.get(name, {})
+    adapter = attrs.evolve(config.adapter, name=name, options={**base, **settings})
+    adapters = {k: v for k, v in config.adapters.items() if k != name}
+    return attrs.evolve(config, adapter=adapter, adapters=adapters), name
 
 
 def _pipeline_inputs(plan: Plan, given: Mapping[str, Any]) -> dict[str, Any]:
