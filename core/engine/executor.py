@@ -4,6 +4,9 @@
 kind ``executor``) a task and the items; the executor yields one :class:`Outcome` per item it
 started, as each finishes, and Services turns them into results, failures, progress and the
 stop reason. So limits, partial results and progress behave the same under every executor.
+An eval hands its examples to the same executor (``ponder.evaluate.dispatch``): whole examples
+on threads, or, under an executor whose workers are other processes, each example's ask as one
+item (``ponder.evaluate.remote``).
 
 The contract (:class:`ponder.kernel.kinds.Executor`; ``ponder.testing.executor_conformance``
 checks it):

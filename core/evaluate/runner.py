@@ -1,11 +1,19 @@
 """Runs a dataset through ``System.ask`` and scores every answer: :class:`Evaluator`.
 
-**One concurrency budget.** The examples run on at most ``concurrency`` threads, and each holds
-a slot of one :class:`ponder.engine.budget.ConcurrencyBudget` while it runs; the budget is handed
-to the System, so an ask's own parallel calls (``Services.map``) borrow free slots of the same
-budget instead of opening a pool of their own. Examples x chunks never multiply: at most
-``concurrency`` threads work and at most that many requests are in flight. Several Evaluators
-(an optimizer's parallel trials) may share one budget.
+**On the configured executor.** The examples are handed to ``[executor]`` (the one each ask's
+map calls use too; :mod:`ponder.evaluate.dispatch`): under ``threads`` each example runs whole on
+a thread of this process; under ``ray`` each example to ask is one work item, asked on a Ray
+actor that builds the System once (:mod:`ponder.evaluate.remote`), and its usage and run record
+come back to be recorded and scored here.
+
+**One concurrency budget.** Under ``threads`` the examples run on at most ``concurrency``
+threads, and each holds a slot of one :class:`ponder.engine.budget.ConcurrencyBudget` while it
+runs; the budget is handed to the System, so an ask's own parallel calls (``Services.map``)
+borrow free slots of the same budget instead of opening a pool of their own. Examples x chunks
+never multiply: at most ``concurrency`` threads work and at most that many requests are in
+flight. Several Evaluators (an optimizer's parallel trials) may share one budget. Under
+``ray`` the driver has at most ``concurrency`` examples out and each worker's examples share a
+budget of the worker's threads.
 
 **Resumable.** Every example's outcome is recorded the moment it finishes (see
 :mod:`ponder.evaluate.store`), keyed by the resolved config's digest and the example's prompt
@@ -21,16 +29,15 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from ponder.engine.budget import ConcurrencyBudget
-from ponder.errors import ConfigError, PonderError
+from ponder.errors import ConfigError
+from ponder.evaluate.asking import UNUSABLE, ask_example, unusable_provider
 from ponder.evaluate.dataset import Dataset, Example, load_dataset
 from ponder.evaluate.metric import MetricError, as_score, build_metrics
 from ponder.evaluate.progress import EvalStatus
@@ -110,6 +117,9 @@ class Evaluator:
         else:  # a path to a TOML file
             config = load_config(os.fspath(config_or_system))
             label = label or os.path.splitext(os.path.basename(os.fspath(config_or_system)))[0]
+        #: whether the plugins were handed in (a worker process must be sent them) or loaded
+        #: from the config (a worker loads them again)
+        self._plugins_given = plugins is not None
         if plugins is None:
             from ponder.kernel.loader import load_plugins
 
@@ -144,6 +154,12 @@ class Evaluator:
         self.resume = resume
         self.default_sources = tuple(os.path.abspath(s) for s in default_sources)
         self._stop = threading.Event()
+        #: the pass of :meth:`iter` under way (:class:`ponder.evaluate.dispatch.ExampleRun`)
+        self._current: Any = None
+        self._last: Any = None
+        #: process id -> examples asked there in the last pass (this process under threads,
+        #: the executor's worker processes under ray); read back ones are not counted
+        self.asked_in: dict[int, int] = {}
         #: why the eval stopped handing out examples by itself (a provider that cannot be
         #: used), or None
         self.stop_reason: str | None = None
@@ -171,6 +187,9 @@ class Evaluator:
     def stop(self) -> None:
         """Hand out no further examples (those running finish and are recorded)."""
         self._stop.set()
+        current = self._current
+        if current is not None:  # the executor starts nothing new
+            current.stop()
 
     def _give_up(self, reason: str) -> None:
         """The provider cannot be used (no server at the base URL, a refused key): every
@@ -179,13 +198,20 @@ class Evaluator:
         if self.stop_reason is None:
             self.stop_reason = reason
             log.warning("stopping the eval: %s", reason)
-        self._stop.set()
+        self.stop()
 
     def close(self) -> None:
-        """Close the run store(s) (idempotent)."""
+        """Close the run store(s) and free the executor's workers (idempotent)."""
         if self.store is not None and self._close_given_store:
             self.store.close()
         self.system.close()
+        executor = self.system._executor
+        if executor is not None:
+            if self._last is not None and self._last.remote:
+                # after Ctrl-C the feeder leaves the executor within a wake-up (0.5 s): wait,
+                # so its workers are not closed under it and taken for lost
+                self._last.wait(timeout=5.0)
+            executor.close()
 
     # --- one example --------------------------------------------------------------------------
     def _sources(self, example: Example) -> tuple[str, ...]:
@@ -197,43 +223,11 @@ class Evaluator:
         return attrs.evolve(example, sources=self.default_sources).prompt_digest
 
     def _ask(self, example: Example) -> tuple[Prediction | None, dict[str, Any]]:
-        """Ask the system; (prediction or None, the facts to record)."""
-        from ponder.support.secrets import redact
-
-        sources = self._sources(example)
-        started = time.perf_counter()
-        facts: dict[str, Any] = {"usage": empty_usage(), "run_id": None, "failure": None}
-        if not sources:
-            facts["failure"] = "the example has no sources (give them in the dataset or on " \
-                               "the command line)"
-            return None, {**facts, "latency_s": 0.0}
-        try:
-            answer = self.system.ask(example.question, list(sources))
-        except PonderError as exc:
-            facts["failure"] = redact(str(exc))
-            if _unusable_provider([type(exc).__name__]):
-                self._give_up(facts["failure"])
-            return None, {**facts, "latency_s": time.perf_counter() - started}
-        except Exception as exc:  # a provider failing past the retries, a plugin's bug
-            facts["failure"] = redact(f"{type(exc).__name__}: {exc}")
-            return None, {**facts, "latency_s": time.perf_counter() - started}
-        usage = answer.usage
-        facts.update(
-            usage={"calls": usage.calls, "input_tokens": usage.input_tokens,
-                   "output_tokens": usage.output_tokens,
-                   "tokens": usage.input_tokens + usage.output_tokens,
-                   "cost": round(usage.cost_usd, 8), "retries": usage.retries},
-            run_id=answer.run_id, latency_s=answer.elapsed_s)
-        prediction = Prediction(answer=answer.answer,
-                                citations=[f"{c.path}:{c.line}" for c in answer.citations],
-                                partial=answer.partial, note=answer.note)
-        status = getattr(answer, "status", None)  # ok / partial / failed / interrupted
-        if status in ("failed", "interrupted") or (answer.partial and not answer.answer):
-            facts["failure"] = redact(f"no answer: {answer.note or answer.stopped_by or ''}"
-                                      .strip())
-            if status == "failed" and _unusable_provider([f.kind for f in answer.failures]):
-                self._give_up(facts["failure"])
-            return None, facts
+        """Ask the system here; (prediction or None, the facts to record)."""
+        prediction, facts, unusable = ask_example(self.system, example.question,
+                                                  self._sources(example))
+        if unusable:
+            self._give_up(facts["failure"])
         return prediction, facts
 
     def _score(self, example: Example, prediction: Prediction,
@@ -270,21 +264,36 @@ class Evaluator:
                             "gold": example.gold_digest, "metric": self._metric_ids[name]}
         return scores, failure, fresh
 
-    def run_example(self, example: Example) -> ExampleResult:
-        """Ask (or read back) and score one example; records it before returning."""
+    def _lookup(self, example: Example) -> tuple[str, dict[str, Any] | None, bool]:
+        """The example's record key, its record (when resuming) and whether it holds a
+        prediction to read back instead of asking."""
         key = self._record_key(example)
         record = None
         if self.store is not None and self.resume:
             record = self.store.get_example(self.config_digest, key)
-        resumed = bool(record and record.get("prediction") is not None)
+        return key, record, bool(record and record.get("prediction") is not None)
+
+    def run_example(self, example: Example) -> ExampleResult:
+        """Ask (or read back) and score one example; records it before returning."""
+        key, record, resumed = self._lookup(example)
+        if resumed:
+            return self._finish(example, key, record, resumed=True)
+        prediction, facts = self._ask(example)
+        return self._finish(example, key, record, resumed=False, prediction=prediction,
+                            facts=facts)
+
+    def _finish(self, example: Example, key: str, record: dict[str, Any] | None, *,
+                resumed: bool, prediction: Prediction | None = None,
+                facts: dict[str, Any] | None = None) -> ExampleResult:
+        """Score an asked (or read back) example and record it; wherever it was asked, this
+        runs in the driver, against the driver's store."""
         if resumed:
             assert record is not None
             prediction = Prediction(**record["prediction"])
             facts = {k: record.get(k) for k in ("usage", "run_id", "latency_s")}
             facts["failure"] = None
-        else:
-            prediction, facts = self._ask(example)
-            record = {}
+        assert facts is not None
+        record = record if resumed else {}
         scores: dict[str, Any] = {}
         failure = facts["failure"]
         fresh = not resumed
@@ -324,51 +333,19 @@ class Evaluator:
         return Dataset.from_examples(examples), examples
 
     def iter(self, data: Any) -> Iterator[ExampleResult]:
-        """Each example's result as it finishes (completion order). Closing the generator early
+        """Each example's result as it finishes (completion order), the examples run on the
+        configured executor (:mod:`ponder.evaluate.dispatch`). Closing the generator early
         stops handing out examples; the ones running finish and are recorded."""
+        from ponder.evaluate.dispatch import ExampleRun
+
         _, examples = self._examples(data)
-        todo: queue.SimpleQueue[Example | None] = queue.SimpleQueue()
-        for example in examples:
-            todo.put(example)
-        workers = min(self.concurrency, len(examples))
-        for _ in range(workers):
-            todo.put(None)
-        done: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stop.clear()
         self.stop_reason = None
-        closed = threading.Event()
-
-        def work() -> None:
-            while not self._stop.is_set() and not closed.is_set():
-                example = todo.get()
-                if example is None:
-                    break
-                with self.budget.slot():
-                    if self._stop.is_set() or closed.is_set():
-                        break
-                    try:
-                        done.put(self.run_example(example))
-                    except BaseException as exc:  # never lose an example to a bug
-                        from ponder.support.secrets import redact
-
-                        done.put(ExampleResult(id=example.id, example=example,
-                                               failure=redact(f"{type(exc).__name__}: {exc}")))
-            done.put(None)
-
-        threads = [threading.Thread(target=work, name=f"ponder-eval_{i}", daemon=True)
-                   for i in range(workers)]
-        for thread in threads:
-            thread.start()
-        finished = 0
+        run = self._current = self._last = ExampleRun(self, examples)
         try:
-            while finished < workers:
-                item = done.get()
-                if item is None:
-                    finished += 1
-                    continue
-                yield item
+            yield from run.results()
         finally:
-            closed.set()
+            self._current = None
 
     def run(self, data: Any) -> EvalResult:
         """Every example of ``data`` (a Dataset, a path, or Examples), recorded as it finishes."""
@@ -443,12 +420,8 @@ class Evaluator:
             log.warning("could not record eval %s: %s", eval_id, exc)
 
 
-#: failure kinds (exception class names) that no retry and no other example can get past
-_UNUSABLE = frozenset({"ProviderUnreachable", "AdapterAuthError"})
-
-
-def _unusable_provider(kinds: Sequence[str]) -> bool:
-    return bool(kinds) and all(kind in _UNUSABLE for kind in kinds)
+#: moved to :mod:`ponder.evaluate.asking`; the old names still work
+_UNUSABLE, _unusable_provider = UNUSABLE, unusable_provider
 
 
 def evaluate(system_or_config: Any, dataset: Any, metrics: Sequence[str] = ("contains",), *,

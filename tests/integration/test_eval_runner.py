@@ -319,3 +319,54 @@ def test_an_unreachable_provider_stops_the_eval_instead_of_failing_every_example
         again = evaluate(config(back, tmp_path, concurrency=1), dataset, metrics=["contains"])
         assert back.stats()["requests"] == 6
     assert again.score == 1.0 and again.failed == 0 and again.stop_reason is None
+
+
+COUNTING_EXECUTOR = """
+from ponder import hookimpl
+from ponder.engine.executor import ThreadExecutor
+
+MAPS = []
+
+
+class CountingExecutor(ThreadExecutor):
+    name = "counting"
+
+    def map(self, task, items, *, services, concurrency):
+        MAPS.append((type(items[0]).__name__ if items else None, len(items), concurrency))
+        yield from super().map(task, items, services=services, concurrency=concurrency)
+
+
+@hookimpl
+def ponder_register_executors(register):
+    register("counting", CountingExecutor)
+"""
+
+
+def test_the_examples_go_through_the_configured_executor(tmp_path: Path):
+    """``[executor] name`` runs the eval's examples (one map of them all) and, inside each
+    example's ask, the strategy's map calls: one executor for both, one budget."""
+    import os
+    import sys
+
+    from ponder.kernel.loader import load_plugins
+
+    (tmp_path / "counting_executor.py").write_text(COUNTING_EXECUTOR)
+    plugins = load_plugins(modules=[str(tmp_path / "counting_executor.py")])
+    dataset = corpus(tmp_path, present=3, absent=1, files=3, lines=40)
+    with FakeProvider(mode="oracle", needles={"port": NEEDLE}) as provider:
+        cfg = attrs.evolve(config(provider, tmp_path, strategy="map_reduce", chunk_tokens=300,
+                                  concurrency=3), executor=Component("counting", {}))
+        evaluator = Evaluator(cfg, ["contains"], plugins=plugins)
+        try:
+            result = evaluator.run(dataset)
+        finally:
+            evaluator.close()
+        requests = provider.stats()["requests"]
+    maps = sys.modules[plugins.get("executor", "counting").factory.__module__].MAPS
+    assert result.score == 0.75 and result.failed == 0
+    assert result.usage["calls"] == requests
+    # one map of the four examples at the eval's concurrency, then each ask's map of chunks
+    assert maps[0] == ("Example", 4, 3)
+    chunk_maps = maps[1:]
+    assert len(chunk_maps) >= 4 and all(kind != "Example" for kind, _, _ in chunk_maps)
+    assert evaluator.asked_in == {os.getpid(): 4}  # asked on this process's threads
