@@ -529,11 +529,20 @@ def run_pipeline(plan: Plan, system: Any, *, sources: Sequence[str] | Any = (),
     # eval's shared budget (system.budget) when there is one, its caller holding a slot
     budget = system.budget if getattr(system, "budget", None) is not None else \
         ConcurrencyBudget(limits.concurrency)
+    # the run's [adapter] rpm/tpm limiter and [executor]; an executor whose workers are other
+    # processes (ray) builds each item's module from the run's predictor and adapter, not from
+    # a stage's own, so a pipeline's maps stay on this process's threads under it
+    shared = system._executor_services(adapter_name, system.config.predictor.name or "predict",
+                                       None)
+    if shared.get("worker_spec") is not None:
+        log.info("pipeline: stage maps run on threads here (the %s executor's workers cannot "
+                 "build a stage's own predictor or adapter)", system.config.executor.name)
+        shared = {"rate_limiter": shared["rate_limiter"]}
     services = system.services_for_run(
         lm=lm, model_info=model_info, adapter=adapter, adapter_name=adapter_name,
         predictor=system.build("predictor"), retriever=system.build("retriever"),
         tracker=tracker, context=context, recorder=recorder, cache=cache, budget=budget,
-        names={"retriever": (system.config.retriever.name, None)})
+        names={"retriever": (system.config.retriever.name, None)}, **shared)
     state = _Run(plan, system, context, values, services, recorder.storage)
     graph = {name: set(stage.needs) for name, stage in plan.stages.items()}
     with recorder.guard(services, tracker, started, cache):

@@ -163,6 +163,47 @@ def test_for_each_fans_out_and_types_are_validated(tmp_path, provider, sources):
     assert provider.stats()["max_in_flight"] <= 4  # one budget: [limits] concurrency
 
 
+COUNTING_EXECUTOR = """
+from ponder import hookimpl
+from ponder.engine.executor import ThreadExecutor
+
+MAPS = []
+
+
+class CountingExecutor(ThreadExecutor):
+    name = "counting"
+
+    def map(self, task, items, *, services, concurrency):
+        MAPS.append(len(items))
+        yield from super().map(task, items, services=services, concurrency=concurrency)
+
+
+@hookimpl
+def ponder_register_executors(register):
+    register("counting", CountingExecutor)
+"""
+
+
+def test_stage_maps_go_through_the_executor_and_rate_limits(tmp_path, provider, sources):
+    """The run's ``[executor]`` runs a stage's maps (the for_each items, a strategy's chunks)
+    and ``[adapter] rpm`` binds the whole pipeline."""
+    import sys
+
+    from ponder.kernel.loader import load_plugins
+
+    (tmp_path / "counting_executor.py").write_text(COUNTING_EXECUTOR)
+    plugins = load_plugins(modules=[str(tmp_path / "counting_executor.py")])
+    config = load_config(make_config(tmp_path, provider, '[executor]\nname = "counting"\n'))
+    config.adapter.rpm = 6000.0
+    system = System(config, plugins=plugins, progress="silent")
+    plan = check_pipeline(Pipeline.from_file(write(tmp_path, FAN)), system.plugins)
+    result = run_pipeline(plan, system, sources=[sources], inputs={"question": "How?"})
+    assert not result.partial, result.note
+    maps = sys.modules[plugins.get("executor", "counting").factory.__module__].MAPS
+    assert 3 in maps  # per_file's three items, on the configured executor
+    assert system.rate_limiter is not None and system.rate_limiter.rpm == 6000.0
+
+
 def test_a_failing_item_leaves_a_for_each_stage_partial(tmp_path, provider, sources):
     text = FAN + '''
 [[pipeline.stages]]
