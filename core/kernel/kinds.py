@@ -167,7 +167,11 @@ class Optimizer(Protocol):
     ``value(objective)``); ``report(step, value)`` is called after each example and returning
     True stops the trial (pruning). ``study.seed``, ``study.objectives`` / ``directions`` and
     ``study.optuna_url`` (where a resumable sampler keeps its state) are read-only. Optional:
-    ``min_trials`` (fewer and it cannot learn anything; the estimate warns).
+    ``min_trials`` (fewer and it cannot learn anything; the estimate warns). A prompt
+    optimizer may also pass ``collect=True`` (record the trial's predictor calls) and
+    ``examples=`` (a mini-batch trial), and makes its own LM calls only through
+    ``study.lm_call(signature, role=…, **inputs)``, so they are counted, priced, under the caps
+    and recorded (``ponder.optimize.study``).
     """
 
     def optimize(self, study: Any) -> Any: ...

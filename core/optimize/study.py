@@ -28,6 +28,19 @@ is what the provider served. ``[limits] max_cost`` in the base config bounds one
 shuffled stream; returning True stops the trial there (status ``pruned``). The calls it saved
 are estimated as the examples never started times the trial's mean calls per example (those
 already running finish, and are counted as spent).
+
+**Mini-batches** (``evaluate(…, examples=subset)``, SIMBA's steps): a trial scored on a subset of
+the train examples. It counts toward the trials and the budget and is recorded like any trial
+(``minibatch``: the subset's digest), but is never the best and never on the Pareto front: its
+score is not comparable with a score on every train example.
+
+**An optimizer's own LM calls** (:meth:`Study.lm_call`: MIPRO's instruction proposals, SIMBA's
+rules) go to the base config's adapter chain through :class:`ponder.engine.services.Services`
+(retries, prices) and are metered like the trials: each call's requests, tokens and cost are
+added to :attr:`Study.spent`, a call is refused once a cap is reached (so a cap is passed by at
+most the one call that was running when it was reached), and its reply is recorded (namespace
+``study``, ``<study>/lm/<digest>``) before it is returned, so a resumed study reads it back and
+makes no request for it.
 """
 
 from __future__ import annotations
@@ -122,6 +135,8 @@ class TrialResult:
     calls_saved: int = 0
     pruned_at: int | None = None
     note: str | None = None
+    #: the digest of the mini-batch this trial was scored on; None: every train example
+    minibatch: str | None = None
 
     def value(self, objective: str) -> float | None:
         return {"score": self.score, "cost": self.cost, "calls": float(self.calls),
@@ -146,7 +161,8 @@ def pareto_front(trials: Sequence[TrialResult], objectives: Sequence[str]) -> li
             out.append(value if OBJECTIVES[name] == "maximize" else -value)
         return out
 
-    done = [t for t in trials if t.status == "complete" and t.score is not None]
+    done = [t for t in trials if t.status == "complete" and t.score is not None
+            and t.minibatch is None]
     front = []
     for t in done:
         vt = vector(t)
@@ -209,6 +225,8 @@ class Traced:
     example: Any
     answer: str
     failure: str | None = None
+    #: the example's score by the study's first metric (None: failed, or an older record)
+    score: float | None = None
 
 
 class Study:
@@ -239,6 +257,8 @@ class Study:
         self.collected: dict[int, list[tuple[Any, list[Any]]]] = {}
         #: which examples the trials are scored on (order-free); None: any (``optimize show``)
         self.train_digest = _examples_digest(self.train) if len(self.train) else None
+        #: the Services of :meth:`lm_call`, built on its first call
+        self._lm: Any = None
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -265,7 +285,8 @@ class Study:
         return max((t.number for t in trials), default=-1) + 1
 
     def best(self) -> TrialResult | None:
-        done = [t for t in self.trials() if t.status == "complete" and t.score is not None]
+        done = [t for t in self.trials() if t.status == "complete" and t.score is not None
+                and t.minibatch is None]
         if not done:
             return None
         # best score, then the cheapest of those (fewer calls), then the earliest
@@ -322,6 +343,77 @@ class Study:
         return PromptState(
             {name: json.loads(text) for name, text in record["prompts"].items()})
 
+    # --- an optimizer's own LM calls (proposals, reflections) -------------------------------
+    def lm_call(self, signature: Any, *, role: str, **inputs: Any) -> dict[str, Any] | None:
+        """One LM call an optimizer makes itself, metered like the trials (module docstring):
+        ``signature`` (a ``dspy.Signature`` class) on ``inputs`` with the ``predict`` predictor
+        on the base config's adapter chain. Returns the reply's output fields; None when a cap
+        is reached (``stop_reason`` says which) or the call failed (what it spent is counted).
+        A call recorded by an earlier run of this study is read back, free."""
+        blob = json.dumps([role, getattr(signature, "__name__", str(signature)),
+                           getattr(signature, "instructions", ""),
+                           sorted(getattr(signature, "fields", {}) or {}), inputs],
+                          sort_keys=True, default=str)
+        key = f"{self.name}/lm/{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+        recorded = self.storage.get_record(NAMESPACE, key)
+        if recorded is not None and recorded.get("outputs") is not None:
+            return dict(recorded["outputs"])
+        reason = self.over_budget()
+        if reason is not None:
+            self.stop_reason = self.stop_reason or reason
+            return None
+        from ponder.engine import replies
+        from ponder.support.secrets import clean_secrets, redact
+
+        services = self._lm_services()
+        before = attrs.evolve(services.usage)
+        outputs, error = None, None
+        try:
+            outputs = clean_secrets(replies.fields_of(
+                services.predict(signature, role=role, **inputs)))
+        except Exception as exc:  # a failed proposal costs what it spent, and is skipped
+            error = redact(f"{type(exc).__name__}: {exc}")
+            log.warning("%s: %s call failed: %s", self.name, role, error)
+        after = services.usage
+        usage = {"calls": after.calls - before.calls,
+                 "tokens": (after.input_tokens + after.output_tokens
+                            - before.input_tokens - before.output_tokens),
+                 "cost": after.cost_usd - before.cost_usd,
+                 "retries": after.retries - before.retries}
+        self.spent.add(usage)
+        self.storage.put_record(NAMESPACE, key, {"role": role, "outputs": outputs, "error": error,
+                                                 "usage": usage, "at": time.time()})
+        return outputs
+
+    def _lm_services(self) -> Any:
+        """The :class:`Services` of :meth:`lm_call`, built once: no response cache (the study
+        records the replies), no call records of a run (the study's record is the call's)."""
+        services = self._lm
+        if services is None:
+            from ponder.engine.services import Services
+            from ponder.engine.system import System, choose_adapter
+            from ponder.support.retry import RetryPolicy
+
+            config = self.space.base
+            system = System(config, plugins=self.plugins, progress="silent")
+            adapter_name, _ = choose_adapter(config)
+            lm, model_info, adapter = system._build_lm(adapter_name)
+            entry = self.plugins.get("predictor", "predict")
+            predictor = entry.factory(entry.settings()) if entry.settings else entry.factory()
+            rpm, tpm = config.adapter.rpm, config.adapter.tpm
+            limiter = None
+            if rpm is not None or tpm is not None:  # [adapter] rpm/tpm hold for these too
+                from ponder.engine.ratelimit import RateLimiter
+
+                limiter = RateLimiter(rpm, tpm)
+            services = self._lm = Services(
+                lm=lm, model_info=model_info, predictor=predictor,
+                retry=RetryPolicy(max_retries=config.limits.max_retries), concurrency=1,
+                progress_mode="silent", rate_limiter=limiter,
+                dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)(),
+                names={"adapter": (adapter_name, getattr(adapter, "settings", None))})
+        return services
+
     def config_for(self, assignment: Mapping[str, Any], *, trial: int | None = None,
                    collect: str | None = None) -> Any:
         """The candidate's config: the space's keys, then its prompt state (if any)."""
@@ -337,27 +429,32 @@ class Study:
 
     def evaluate(self, assignment: Mapping[str, Any], *, number: int | None = None,
                  report: Callable[[int, float], bool] | None = None,
-                 collect: bool = False) -> TrialResult:
+                 collect: bool = False, examples: Sequence[Any] | None = None) -> TrialResult:
         """Evaluate one candidate on the train examples and record it as trial ``number``.
 
         ``collect``: record every predictor call of the trial's runs (a prompt optimizer's
         traces), kept in :attr:`collected` as ``number -> [(Traced, calls)]`` and in the run
-        store (namespace ``prompt``), so a resumed teacher trial still has them."""
+        store (namespace ``prompt``), so a resumed teacher trial still has them.
+        ``examples``: a mini-batch of the train examples to score it on instead (see the
+        module docstring)."""
         assignment = self.space.validate(assignment)
         key = candidate_key(assignment)
         number = self.next_number() if number is None else number
+        batch = None if examples is None else _examples_digest(examples)
+        examples = self.train if examples is None else list(examples)
         recorded = self.storage.get_record(NAMESPACE, self._trial_key(number))
         if recorded is not None and recorded.get("candidate") == key \
                 and recorded.get("train_digest") == self.train_digest \
+                and recorded.get("minibatch") == batch \
                 and recorded.get("status") in ("complete", "pruned", "failed"):
             if collect:  # a resumed teacher: its traces are in the store
-                for example in self.train:
+                for example in examples:
                     traced = self._stored_trace(key, example)
                     if traced is not None:
                         self.collected.setdefault(number, []).append(traced)
             return TrialResult.from_dict(recorded)
         result = TrialResult(number, dict(assignment), key, "running",
-                             examples=len(self.train))
+                             examples=len(examples), minibatch=batch)
         self.storage.put_record(NAMESPACE, self._trial_key(number), {
             **result.to_dict(), "train_digest": self.train_digest, "started_at": time.time()})
         try:
@@ -367,9 +464,10 @@ class Study:
                 token = f"{self.name}/{key}"  # per candidate: a repeated point is read back
                 with collecting(token) as collector:
                     self._run(result, self.config_for(assignment, trial=number, collect=token),
-                              report, collector=collector)
+                              report, collector=collector, examples=examples)
             else:
-                self._run(result, self.config_for(assignment, trial=number), report)
+                self._run(result, self.config_for(assignment, trial=number), report,
+                          examples=examples)
         except ConfigError as exc:
             result.status, result.note = "failed", str(exc)
         self.storage.put_record(NAMESPACE, self._trial_key(number), {
@@ -379,7 +477,7 @@ class Study:
         return result
 
     def _run(self, result: TrialResult, config: Any, report: Any,
-             collector: Any = None) -> None:
+             collector: Any = None, examples: Any = None) -> None:
         from ponder.evaluate import Evaluator
 
         evaluator = Evaluator(config, metrics=self.metrics, plugins=self.plugins,
@@ -387,7 +485,7 @@ class Study:
                               progress="silent", label=f"{self.name} trial {result.number}")
         scores: list[float] = []
         latencies: list[float] = []
-        stream = evaluator.iter(self.train)
+        stream = evaluator.iter(self.train if examples is None else examples)
         # after a prune or a cap, the examples already running still finish and spend: they
         # are drained and counted (not scored), so the study's numbers match the provider's
         stopping = False
@@ -411,12 +509,15 @@ class Study:
                     self.spent.add(usage)
                     # an llm_judge metric's calls are spent too: the caps bind on them as well
                     self.spent.add(example.judge_usage or {})
+                # a drained example's trace is stored too: its eval record is, so a resumed
+                # study reads it back without a call and needs its calls from the store
+                traced = None if collector is None else \
+                    self._trace(result.candidate, example, collector)
                 if stopping:
                     continue
                 latencies.append(float(example.latency_s or 0.0))
-                if collector is not None:
-                    self.collected.setdefault(result.number, []).append(
-                        self._trace(result.candidate, example, collector))
+                if traced is not None:
+                    self.collected.setdefault(result.number, []).append(traced)
                 if example.failure is not None:
                     result.failed += 1
                     value = 0.0  # for the pruner only; the score is over examples that ran
@@ -457,14 +558,15 @@ class Study:
         """This example's recorded calls, stored; an example read back from the eval records
         made no call now, so its calls are read back too."""
         calls = collector.for_question(example.example.question)
-        traced = Traced(str(example.id), example.example, example.answer, example.failure)
+        traced = Traced(str(example.id), example.example, example.answer, example.failure,
+                        None if example.failure is not None else example.score)
         if calls:
             from ponder.support.secrets import clean_secrets
 
             self.storage.put_record(PROMPT_NAMESPACE, self._trace_key(candidate, traced.id),
                                     clean_secrets({
                                         "answer": traced.answer, "failure": traced.failure,
-                                        "calls": [[name, inputs, outputs]
+                                        "score": traced.score, "calls": [[name, inputs, outputs]
                                                   for name, inputs, outputs in calls]}))
             return traced, calls
         stored = self._stored_trace(candidate, example.example)
@@ -475,7 +577,8 @@ class Study:
                                          self._trace_key(candidate, str(example.id)))
         if record is None:
             return None
-        return (Traced(str(example.id), example, record.get("answer", ""), record.get("failure")),
+        return (Traced(str(example.id), example, record.get("answer", ""), record.get("failure"),
+                       record.get("score")),
                 [tuple(call) for call in record.get("calls", [])])
 
     # --- the study's own record -----------------------------------------------------------
