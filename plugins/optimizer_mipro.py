@@ -106,6 +106,11 @@ class MiproOptimizer:
         """The teacher, TPE's start-up trials, and two it has modelled."""
         return self.settings.n_startup_trials + 3
 
+    def own_calls(self, signatures: int) -> int:
+        """LM calls of its own at most (the dry-run estimate adds them): one proposal per
+        instruction candidate beyond the signature's own, per signature the strategy calls."""
+        return (self.settings.num_instruct_candidates - 1) * max(1, signatures)
+
     def optimize(self, study: Any) -> None:
         seed = self.settings.seed if self.settings.seed is not None else study.seed
         rng = random.Random(seed)

@@ -130,6 +130,12 @@ class SimbaOptimizer:
         each at most) and the winner's full trial: fewer and no step runs."""
         return 2 * self.settings.num_candidates + 2
 
+    def own_calls(self, signatures: int) -> int:
+        """LM calls of its own at most (the dry-run estimate adds them): a rule for each new
+        candidate of each step, when every draw is ``rule``."""
+        rules = "rule" in self.settings.strategies
+        return self.settings.max_steps * self.settings.num_candidates if rules else 0
+
     def __init__(self, settings: SimbaSettings | None = None) -> None:
         self.settings = settings or SimbaSettings()
         #: set per study: the prompt variable's key, and the score an example passes at

@@ -322,8 +322,10 @@ def _print_estimate(estimate: Any, plan: Any, n_train: int, n_val: int) -> None:
     click.echo(f"estimate ({n_train} train, {n_val} val examples; pilot: 1 example): "
                f"per trial {e.per_trial['calls']:.0f} calls, {e.per_trial['tokens']:.0f} tokens, "
                f"${e.per_trial['cost']:.4f}, {e.per_trial['seconds']:.1f}s; "
-               f"{plan.trials} trials + val: {e.total['calls']:.0f} calls, "
-               f"${e.total['cost']:.4f}, {e.total['seconds']:.0f}s", err=True)
+               f"{plan.trials} trials + val"
+               + (f" + {e.optimizer_calls} of the optimizer's own" if e.optimizer_calls else "")
+               + f": {e.total['calls']:.0f} calls, ${e.total['cost']:.4f}, "
+               f"{e.total['seconds']:.0f}s", err=True)
     if e.over_budget:
         click.echo("over budget: " + "; ".join(e.over_budget), err=True)
 

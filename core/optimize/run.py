@@ -64,6 +64,8 @@ class Estimate:
     allowed_trials: int | None
     over_budget: list[str]
     min_trials: int
+    #: the optimizer's own LM calls at most (instruction proposals, rules), in ``total``
+    optimizer_calls: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -123,6 +125,13 @@ def estimate(study: Study, base: Any, val_size: int, optimizer: Any) -> Estimate
     per_trial = {k: v * n for k, v in per_example.items()}
     total = {k: per_trial[k] * study.n_trials + per_example[k] * 2 * val_size
              for k in per_example}
+    # a prompt optimizer's own calls (proposals, rules: ``own_calls``), priced at the pilot's
+    # mean call; the signatures it writes for are the pilot's distinct call roles
+    own = getattr(optimizer, "own_calls", None)
+    extra = int(own(_pilot_roles(study, results[0] if results else None))) if callable(own) else 0
+    if extra and per_example["calls"]:
+        for key in ("calls", "tokens", "cost", "seconds"):
+            total[key] += extra * per_example[key] / per_example["calls"]
     b = study.budget
     caps = [("cost", b.max_cost, "--max-cost"), ("calls", b.max_calls, "--max-calls"),
             ("seconds", b.timeout, "--timeout")]
@@ -137,7 +146,19 @@ def estimate(study: Study, base: Any, val_size: int, optimizer: Any) -> Estimate
         if total[key] > cap:
             over.append(f"{flag} {cap:g}: the estimate is {total[key]:.4g}")
     return Estimate(per_example, per_trial, total, study.n_trials, allowed, over,
-                    int(getattr(optimizer, "min_trials", 1)))
+                    int(getattr(optimizer, "min_trials", 1)), extra)
+
+
+def _pilot_roles(study: Study, result: Any) -> int:
+    """How many distinct call roles (``answer``; ``map`` and ``reduce``, …) the pilot's run
+    made: the signatures a prompt optimizer writes for. 1 when the run cannot be read."""
+    run_id = getattr(result, "run_id", None)
+    try:
+        run = study.storage.get_run(run_id) if run_id else None
+    except Exception:  # advice only: a store that cannot be read counts one signature
+        run = None
+    roles = {call.get("role") for call in (run or {}).get("calls", [])}
+    return max(1, len(roles))
 
 
 def finish(study: Study, *, base: Any, val: Any, dataset: Any) -> dict[str, Any]:

@@ -110,6 +110,7 @@ def kinds(provider: InstructionLandscapeProvider, start: int = 0) -> dict[str, i
 # --- mipro --------------------------------------------------------------------------------------
 MIPRO = "[optimize.mipro]\nnum_instruct_candidates = 3\nnum_demo_sets = 3\n" \
         "max_bootstrapped_demos = 2\nn_startup_trials = 4\n"
+SIMBA = "[optimize.simba]\nbsize = 4\nnum_candidates = 2\nmax_steps = 3\n"
 
 
 def test_mipro_finds_the_instruction_and_demos_together_and_the_program_applies_them(
@@ -196,6 +197,26 @@ def test_mipro_max_calls_binds_the_proposal_calls(tmp_path: Path) -> None:
         assert out["best_val"]["score"] is None and "max_calls" in out["val_missing"]
 
 
+@pytest.mark.parametrize("strategy, optimizer, extra, own", [
+    ("direct", "mipro", MIPRO, 2),        # (3 candidates - its own) x Answer
+    ("map_reduce", "mipro", MIPRO, 4),    # x Extract and Combine
+    ("direct", "simba", SIMBA, 6),        # 3 steps x 2 candidates, each a rule at most
+])
+def test_the_dry_run_estimate_counts_the_optimizers_own_calls(
+        tmp_path: Path, strategy: str, optimizer: str, extra: str, own: int) -> None:
+    with landscape_dir(tmp_path, optimizer, needs="both", extra=extra) as (work, provider):
+        config = (work / "ponder.toml").read_text()
+        (work / "ponder.toml").write_text(config.replace('name = "direct"',
+                                                         f'name = "{strategy}"'))
+        out = optimize("--optimizer", optimizer, "--trials", "12", "--dry-run")
+        estimate = out["estimate"]
+        assert estimate["optimizer_calls"] == own
+        per_call = estimate["per_example"]["calls"]
+        expected = estimate["per_trial"]["calls"] * 12 + per_call * 2 * 3 + own
+        assert estimate["total"]["calls"] == pytest.approx(expected)
+        assert provider.stats()["requests"] == per_call  # the pilot only
+
+
 def test_a_resumed_mipro_study_repeats_no_call(tmp_path: Path) -> None:
     with landscape_dir(tmp_path / "whole", "mipro", needs="both", extra=MIPRO) as (_, provider):
         whole = optimize("--optimizer", "mipro", "--trials", "8", "--name", "r", "--seed", "1")
@@ -219,9 +240,6 @@ def test_a_resumed_mipro_study_repeats_no_call(tmp_path: Path) -> None:
 
 
 # --- simba --------------------------------------------------------------------------------------
-SIMBA = "[optimize.simba]\nbsize = 4\nnum_candidates = 2\nmax_steps = 3\n"
-
-
 def test_simba_learns_a_rule_from_the_failures_and_the_program_applies_it(
         tmp_path: Path) -> None:
     with landscape_dir(tmp_path, "simba", needs="instruction", extra=SIMBA) as (work, provider):
