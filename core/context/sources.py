@@ -21,10 +21,9 @@ import re
 import stat
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import attrs
-import pathspec
 
 from ponder.context.diffs import load_git_diff, parse_unified_diff
 from ponder.context.documents import (
@@ -57,6 +56,9 @@ from ponder.context.reading import (
     repaired_reason,
 )
 from ponder.context.reading import too_large as _too_large  # old name: tests check wording
+
+if TYPE_CHECKING:  # only in annotations; imported where a pattern is compiled (ignore.py)
+    import pathspec
 
 __all__ = [
     "BINARY_EXTENSIONS",

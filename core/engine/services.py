@@ -294,10 +294,12 @@ class Services:
             # a fresh usage tracker per attempt: nested tracking would double-count, and it is
             # read even when the attempt raises (a reply that did not parse was still served)
             tracker = UsageTracker()
-            # no dspy history: it keeps every call's messages and reply (the whole prompt) for
-            # the process's life, ~20 MB at a 20 MB map_reduce; ponder records calls itself
+            # neither dspy's history nor its trace: each keeps every call's inputs (the whole
+            # chunk) or messages for the process's life, ~20 MB each at a 20 MB map_reduce;
+            # ponder records calls itself (call records, prompts.TraceCollector's callback)
             settings: dict[str, Any] = {"lm": self.lm, "track_usage": True,
-                                        "usage_tracker": tracker, "disable_history": True}
+                                        "usage_tracker": tracker, "disable_history": True,
+                                        "trace": None}
             if self.dspy_adapter is not None:
                 settings["adapter"] = self.dspy_adapter
             used: int | None = None

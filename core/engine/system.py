@@ -219,12 +219,12 @@ class System:
         from ponder.kernel.loader import load_plugins
 
         self.config = config or Config()
+        #: whether the plugins came from the config (a worker process can load them again)
+        self._plugins_from_config = plugins is None
         if plugins is None:
             settings = self.config.plugins
             plugins = load_plugins(modules=settings.load, allow=settings.allow,
                                    disable=settings.disable, strict=settings.strict)
-        #: whether the plugins came from the config (a worker process can load them again)
-        self._plugins_from_config = plugins is None
         self.plugins = plugins
         self.progress = progress
         #: the ``[executor]``, built on first use, then kept, so workers (Ray actors) stay warm

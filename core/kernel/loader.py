@@ -5,6 +5,17 @@ isolated) → *checked* (plugin API version, hook names) → *registered* (its h
 plugin at a time, so a failure is attributed to the plugin that raised) → *committed*. A plugin
 that fails any step is skipped with one warning and everything else keeps working; in strict
 mode the first failure is an error instead. When every plugin is done, the registries freeze.
+
+**Built-ins load on first use.** A run needs five or six of the ~37 built-in plugins; importing
+all of them (and registering their hooks with pluggy) was ~40 ms of every start. The names each
+built-in provides are listed in :mod:`ponder.kernel.builtin_plugins` (generated from the plugins
+themselves and checked by a test), so a built-in whose entry point is listed there is *declared*
+(:meth:`Registry.declare`) instead of imported: its module is imported, checked and registered
+exactly as above when one of its names is first looked up. Everything that reports on plugins
+(``PluginSet.plugins``, ``failed()``, iterating a registry) loads what is left first, so
+``ponder plugins`` and ``config check`` show every plugin's real status. Third-party and
+in-house plugins, built-ins missing from the list, and every plugin in strict mode are imported
+at discovery, as before.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import importlib.util
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
@@ -100,10 +112,20 @@ def _matches(candidate: _Candidate, names: Iterable[str]) -> bool:
 def _entry_point_candidates(group: str) -> list[_Candidate]:
     seen: set[tuple[str, str]] = set()
     candidates = []
+    # ``dist.metadata`` parses the METADATA file (an e-mail parser) on every access, and
+    # ``dist.version`` parses it again: twice per entry point, 74 parses of one file for the
+    # 37 built-ins (~45 ms of start-up). One parse per distribution instead.
+    described: dict[str, tuple[str, str]] = {}
     for ep in metadata.entry_points(group=group):
         dist = getattr(ep, "dist", None)
-        dist_name = dist.metadata["Name"] if dist is not None else "(unknown)"
-        version = dist.version if dist is not None else ""
+        if dist is None:
+            dist_name, version = "(unknown)", ""
+        else:
+            where = str(getattr(dist, "_path", id(dist)))
+            if where not in described:
+                meta = dist.metadata
+                described[where] = (meta["Name"], meta["Version"] or "")
+            dist_name, version = described[where]
         key = (_normalize(dist_name), ep.name)
         if key in seen:  # the same distribution visible twice on sys.path
             continue
@@ -149,12 +171,64 @@ class PluginSet:
     """The outcome of discovery: one frozen registry per kind and a report per plugin."""
 
     def __init__(self, plugins: list[PluginInfo], registries: dict[str, Registry[Any]],
-                 manager: pluggy.PluginManager, *, strict: bool) -> None:
-        self.plugins = plugins
+                 manager: pluggy.PluginManager, *, strict: bool,
+                 deferred: dict[str, _Candidate] | None = None) -> None:
+        self._plugins = plugins
         self.registries = registries
         self.manager = manager
         self.strict = strict
         self._commands_added = False
+        #: built-ins declared but not imported yet: plugin name -> candidate
+        self._deferred: dict[str, _Candidate] = dict(deferred or {})
+        self._lock = threading.RLock()  # a name may first be looked up from two threads
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy for another process (an executor's worker): every built-in imported first, so
+        the copy needs no lazy loading, and without the lock (locks do not pickle)."""
+        self.load_all()
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    @property
+    def plugins(self) -> list[PluginInfo]:
+        """Every plugin found, each loaded (a report must show real statuses and errors)."""
+        self.load_all()
+        return self._plugins
+
+    def load_all(self) -> None:
+        """Import every built-in not imported yet (what reports and conformance need)."""
+        for name in list(self._deferred):
+            self._load_deferred(name)
+
+    def deferred(self) -> list[str]:
+        """Names of the plugins declared but not imported yet (for tests and ``-vv``)."""
+        return sorted(self._deferred)
+
+    def _load_deferred(self, name: str) -> None:
+        with self._lock:
+            candidate = self._deferred.pop(name, None)
+            if candidate is None:  # loaded already (by another thread, or a name before)
+                return
+            info = candidate.info
+            declared = {kind: list(names) for kind, names in info.provides.items()}
+            info.provides = {}
+            provider = _provider(info)
+            _load_one(candidate, self.manager, self.registries, strict=False,
+                      commit=lambda entry: self.registries[entry.kind].settle(entry))
+            if info.status == "failed":
+                reason = f"{info.describe()} failed to load: {info.error}"
+            else:
+                reason = f"{info.describe()} no longer provides it (stale built-in list)"
+            for kind, names in declared.items():
+                for missing in set(names) - set(info.provides.get(kind, ())):
+                    if info.status != "failed":
+                        log.warning("%s %r: %s", kind, missing, reason)
+                    self.registries[kind].withdraw(missing, provider, reason)
 
     def registry(self, kind: str) -> Registry[Any]:
         try:
@@ -188,10 +262,12 @@ class PluginSet:
         return self.registries["storage"]
 
     def failed(self) -> list[PluginInfo]:
-        return [p for p in self.plugins if p.status == "failed"]
+        return [p for p in self.plugins if p.status == "failed"]  # .plugins loads the rest
 
     def plugin(self, name: str) -> PluginInfo:
-        for info in self.plugins:
+        """The report of plugin ``name`` (loaded first, if it was only declared)."""
+        self._load_deferred(name)
+        for info in self._plugins:
             if info.name == name:
                 return info
         raise KeyError(name)
@@ -203,7 +279,8 @@ class PluginSet:
         self._commands_added = True
         hook = self.manager.hook.ponder_register_commands
         by_plugin = {id(impl.plugin): impl for impl in hook.get_hookimpls()}
-        for info in self.plugins:
+        # the imported ones only: a declared built-in is listed as adding no commands
+        for info in self._plugins:
             module = self.manager.get_plugin(info.name)
             impl = by_plugin.get(id(module)) if module is not None else None
             if impl is None:
@@ -247,6 +324,7 @@ def load_plugins(
     disable: Sequence[str] = (),
     strict: bool = False,
     group: str = ENTRY_POINT_GROUP,
+    lazy: bool = True,
 ) -> PluginSet:
     """Discover, import and register plugins, then freeze the registries.
 
@@ -254,7 +332,9 @@ def load_plugins(
     third-party plugins (so an empty list means built-ins only). ``disable`` names plugins
     (entry-point, distribution or module names) that are never imported, built-ins included.
     ``modules`` are in-house plugin modules (dotted paths or ``.py`` files); ``objects`` are
-    in-process plugin objects (what ``ponder.testing`` uses to register fakes).
+    in-process plugin objects (what ``ponder.testing`` uses to register fakes). ``lazy``: the
+    built-ins listed in :mod:`ponder.kernel.builtin_plugins` are imported on first use (see the
+    module docstring); False imports every plugin now.
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
@@ -267,6 +347,8 @@ def load_plugins(
     candidates += [_object_candidate(obj) for obj in objects]
 
     plugins: list[PluginInfo] = []
+    deferred: dict[str, _Candidate] = {}
+    plugin_set: PluginSet | None = None  # the declared names' loaders need it; built below
     for candidate in candidates:
         info = candidate.info
         plugins.append(info)
@@ -277,15 +359,54 @@ def load_plugins(
             info.status = "disabled"
             info.error = "not in PONDER_LOAD_PLUGINS"
             continue
-        _load_one(candidate, manager, registries, strict=strict)
+        provides = None if strict or not lazy else _declared_provides(candidate)
+        if provides is None:
+            _load_one(candidate, manager, registries, strict=strict)
+            continue
+        deferred[info.name] = candidate
+        provider = _provider(info)
+
+        def load(name: str = info.name) -> None:
+            assert plugin_set is not None
+            plugin_set._load_deferred(name)
+
+        for kind, names in provides.items():
+            for name in names:
+                try:
+                    registries[kind].declare(name, provider, load)
+                except DuplicateNameError as exc:
+                    log.warning("%s", exc)
+                    continue
+                info.provides.setdefault(kind, []).append(name)
 
     for registry in registries.values():
         registry.freeze()
-    return PluginSet(plugins, registries, manager, strict=strict)
+    plugin_set = PluginSet(plugins, registries, manager, strict=strict, deferred=deferred)
+    return plugin_set
+
+
+def _declared_provides(candidate: _Candidate) -> dict[str, tuple[str, ...]] | None:
+    """What a built-in entry point provides, from the generated list; None: import it now."""
+    info = candidate.info
+    if not info.builtin or info.local:
+        return None
+    from ponder.kernel.builtin_plugins import PROVIDES
+
+    listed = PROVIDES.get(info.name)
+    if listed is None or listed[0] != info.module:
+        return None
+    if any(kind not in hookspecs.ALL_KIND_HOOKS for kind in listed[1]):
+        return None
+    return listed[1]
+
+
+def _provider(info: PluginInfo) -> Provider:
+    return Provider(plugin=info.name, distribution=info.distribution, version=info.version)
 
 
 def _load_one(candidate: _Candidate, manager: pluggy.PluginManager,
-              registries: dict[str, Registry[Any]], *, strict: bool) -> None:
+              registries: dict[str, Registry[Any]], *, strict: bool,
+              commit: Callable[[Registration[Any]], None] | None = None) -> None:
     info = candidate.info
     started = time.perf_counter()
     try:
@@ -320,7 +441,7 @@ def _load_one(candidate: _Candidate, manager: pluggy.PluginManager,
                     f"ponder_register_commands)", strict=strict)
         return
 
-    provider = Provider(plugin=info.name, distribution=info.distribution, version=info.version)
+    provider = _provider(info)
     staged: list[Registration[Any]] = []
     for kind, hook_name in hookspecs.ALL_KIND_HOOKS.items():
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
@@ -342,9 +463,10 @@ def _load_one(candidate: _Candidate, manager: pluggy.PluginManager,
 
     # All hooks succeeded: commit. A plugin contributes all of its names or none of them,
     # except names another plugin already holds, which become conflicts reported on use.
+    commit = commit or (lambda entry: registries[entry.kind].add(entry))
     for entry in staged:
         try:
-            registries[entry.kind].add(entry)
+            commit(entry)
         except DuplicateNameError as exc:
             if strict:
                 raise PluginLoadError(f"{exc} (strict mode: PONDER_STRICT_PLUGINS=1)") from None

@@ -9,6 +9,12 @@ The seed's usage works as written::
 
     strategies.freeze()
     strategy = strategies.get("chunked")
+
+A name can also be *declared* before its factory exists (:meth:`Registry.declare`): the loader
+does this for built-in plugins, whose names are known without importing them, so a run imports
+only the plugins it uses. The first lookup of a declared name imports its plugin, which then
+*settles* its names (the real registrations take the declared ones' place). Declared names count
+as registered for everything else: listing, ``in``, conflicts, and freezing.
 """
 
 from __future__ import annotations
@@ -100,6 +106,10 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Registration[T]] = {}
+        # name -> (provider, import its plugin): declared names whose plugin is not loaded yet
+        self._pending: dict[str, tuple[Provider, Callable[[], None]]] = {}
+        # declared names whose plugin failed to load or did not register them: name -> why
+        self._unavailable: dict[str, str] = {}
         # name -> every provider that claimed it, for names claimed more than once
         self._conflicts: dict[str, list[Provider]] = {}
         self._frozen = False
@@ -125,21 +135,60 @@ class Registry(Generic[T]):
         return factory
 
     def add(self, entry: Registration[T]) -> None:
+        self._check_open(entry.name)
+        validate(entry)
+        self._claim(entry.name, entry.provider)
+        self._entries[entry.name] = entry
+
+    def declare(self, name: str, provider: Provider, load: Callable[[], None]) -> None:
+        """Register ``name`` for a plugin not imported yet; ``load()`` imports it on first use.
+
+        ``load`` must end by calling :meth:`settle` for each name the plugin registers, and
+        :meth:`withdraw` for a declared name it did not (or when it failed to load).
+        """
+        self._check_open(name)
+        if not isinstance(name, str) or not name.strip():
+            raise RegistryError(f"{self.kind} names must be non-empty strings, got {name!r}")
+        self._claim(name, provider)
+        self._pending[name] = (provider, load)
+
+    def settle(self, entry: Registration[T]) -> None:
+        """A declared plugin's real registration, once it is imported (also after freezing:
+        its discovery was only deferred). A name it had not declared is added the same way."""
+        validate(entry)
+        pending = self._pending.get(entry.name)
+        if pending is not None and pending[0] == entry.provider:
+            del self._pending[entry.name]
+        else:
+            self._claim(entry.name, entry.provider)
+        self._entries[entry.name] = entry
+
+    def withdraw(self, name: str, provider: Provider, reason: str) -> None:
+        """A declared name its plugin did not provide after all: lookups now say ``reason``."""
+        pending = self._pending.get(name)
+        if pending is not None and pending[0] == provider:
+            del self._pending[name]
+            self._unavailable[name] = reason
+
+    def _check_open(self, name: str) -> None:
         if self._frozen:
             raise FrozenRegistryError(
-                f"the {self.kind} registry is frozen: {entry.name!r} must be registered by a "
+                f"the {self.kind} registry is frozen: {name!r} must be registered by a "
                 f"plugin hook during discovery, not at run time"
             )
-        validate(entry)
-        existing = self._entries.get(entry.name)
-        if existing is not None or entry.name in self._conflicts:
-            claimants = self._conflicts.setdefault(
-                entry.name, [existing.provider] if existing else []
-            )
-            claimants.append(entry.provider)
-            self._entries.pop(entry.name, None)
-            raise self._duplicate_error(entry.name)
-        self._entries[entry.name] = entry
+
+    def _claim(self, name: str, provider: Provider) -> None:
+        """Raise DuplicateNameError (recording every claimant) when ``name`` is taken."""
+        existing = self._entries.get(name)
+        holder = existing.provider if existing is not None else None
+        if holder is None and name in self._pending:
+            holder = self._pending[name][0]
+        if holder is not None or name in self._conflicts:
+            claimants = self._conflicts.setdefault(name, [holder] if holder else [])
+            claimants.append(provider)
+            self._entries.pop(name, None)
+            self._pending.pop(name, None)
+            raise self._duplicate_error(name)
 
     def _duplicate_error(self, name: str) -> DuplicateNameError:
         who = " and ".join(p.describe() for p in self._conflicts[name])
@@ -160,9 +209,17 @@ class Registry(Generic[T]):
         """The full registration for ``name`` (factory, settings class, provider)."""
         if name in self._conflicts:
             raise self._duplicate_error(name)
+        pending = self._pending.get(name)
+        if pending is not None:
+            pending[1]()  # import the plugin that declared it: it settles or withdraws the name
+            if name in self._conflicts:
+                raise self._duplicate_error(name)
         try:
             return self._entries[name]
         except KeyError:
+            if name in self._unavailable:
+                raise RegistryError(f"{self.kind} {name!r} is unavailable: "
+                                    f"{self._unavailable[name]}") from None
             raise self._unknown(name) from None
 
     def get(self, name: str) -> T:
@@ -180,19 +237,29 @@ class Registry(Generic[T]):
         )
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        """Every name registered or declared (declared ones are not imported by listing)."""
+        return sorted({*self._entries, *self._pending})
+
+    def loaded(self, name: str) -> bool:
+        """Whether ``name``'s factory is imported already (False for a declared name)."""
+        return name in self._entries
 
     def conflicts(self) -> dict[str, list[Provider]]:
         return {name: list(providers) for name, providers in self._conflicts.items()}
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._pending
 
     def __iter__(self) -> Iterator[Registration[T]]:
-        return iter(self._entries[name] for name in self.names())
+        """Every registration, by name; iterating imports the plugins of declared names."""
+        for name in self.names():
+            if name in self._pending:
+                self._pending[name][1]()
+            if name in self._entries:
+                yield self._entries[name]
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries.keys() | self._pending.keys())
 
     def __repr__(self) -> str:
         state = "frozen" if self._frozen else "open"

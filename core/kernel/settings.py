@@ -186,7 +186,12 @@ def structure_settings(cls: type, options: Mapping[str, Any], *, section: str,
     """Build ``cls`` from ``options``, raising ConfigError with file and dotted key on error."""
     origins = origins or {}
     try:
-        settings = converter().structure(dict(options), cls)
+        if not options and _all_defaults(cls):
+            # nothing to convert: cattrs would generate (and compile) a structuring function
+            # per class only to call cls() with no arguments (~3 ms each at start-up)
+            settings = cls()
+        else:
+            settings = converter().structure(dict(options), cls)
     except (ClassValidationError, IterableValidationError) as exc:
         messages = []
         for path, inner in _walk_errors(exc, ()):
@@ -200,6 +205,12 @@ def structure_settings(cls: type, options: Mapping[str, Any], *, section: str,
         raise ConfigError(f"{origin}: {dotted}: {_validator_message(exc)}") from None
     _locate_secrets(settings, section, origins, options)
     return settings
+
+
+def _all_defaults(cls: type) -> bool:
+    """Whether every field of attrs class ``cls`` has a default (so ``cls()`` is valid)."""
+    return attrs.has(cls) and all(field.default is not attrs.NOTHING or not field.init
+                                  for field in attrs.fields(cls))
 
 
 def _locate_secrets(settings: Any, section: str, origins: Mapping[str, str],
