@@ -266,6 +266,13 @@ def keep_chunks(context: Context, keep: bool = True) -> None:
         _KEPT.pop(id(context), None)
 
 
+def kept_memo(context: Any) -> dict[Any, Any] | None:
+    """The memo of a context :func:`keep_chunks` keeps (its chunkings by size; others may keep
+    what lives as long as the context, an index), or None when it is not kept."""
+    kept = _KEPT.get(id(context)) if context is not None else None
+    return kept[1] if kept is not None and kept[0] is context else None
+
+
 #: The last few chunkings, so that planning (``--dry-run``, ``auto``'s choice) and the run itself
 #: cut the same context only once: ``(id(context), chunk_tokens, overlap) -> (ref, chunks)``.
 _RECENT: OrderedDict[tuple[int, int, int], tuple[weakref.ref[Any], list[Chunk]]] = OrderedDict()
@@ -312,9 +319,8 @@ def split_context(context: Context, *, chunk_tokens: int, overlap_tokens: int = 
             f"overlap_tokens must be between 0 and half of chunk_tokens ({chunk_tokens // 2}), "
             f"got {overlap_tokens}"
         )
-    kept = _KEPT.get(id(context))
-    if kept is not None and kept[0] is context:
-        memo = kept[1]
+    memo = kept_memo(context)
+    if memo is not None:
         if (chunk_tokens, overlap_tokens) not in memo:
             memo[chunk_tokens, overlap_tokens] = _chunk(context, chunk_tokens, overlap_tokens)
         return list(memo[chunk_tokens, overlap_tokens])

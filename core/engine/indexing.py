@@ -35,8 +35,7 @@ def index_chunks(retriever: Any, chunks: Sequence[Any], *, name: str | None, set
 
     # the kept context's memo (chunkings by size) also holds its indexed retrievers, so
     # both live exactly as long as the session keeps the context (keep_chunks(ctx, False))
-    kept = chunking._KEPT.get(id(context)) if context is not None else None
-    memo: Any = kept[1] if kept is not None and kept[0] is context else None
+    memo: Any = chunking.kept_memo(context)
     memo_key = ("index", name, json.dumps(settings_identity(settings), default=repr))
     with tracker.span("index", SpanType.RETRIEVE, retriever=name, chunks=len(chunks)) as span:
         hit = memo.get(memo_key) if memo is not None else None
