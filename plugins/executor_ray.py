@@ -10,9 +10,11 @@ records exactly as its own calls.
 
 **A lost worker** (its process killed, its node gone): the items it held are handed to a fresh
 actor, up to ``max_item_retries`` times each, and the answer lists the loss among its problems;
-an item lost more often fails with :class:`WorkerLost`. Requests the dead worker made for the
-items it held were never reported (usage travels with an item's result): they are the one thing
-not counted, at most ``threads_per_worker`` items' requests per loss (docs/executors.md).
+an item lost more often fails with :class:`WorkerLost`. The requests the dead worker made for
+them are still counted: every worker journals each request on its node's disk as it leaves
+and as its reply comes (:mod:`ponder.plugins._ray_ledger`), and the driver reads a lost item's
+events from there: finished requests with their usage, a request whose reply never came as an
+attempted call with estimated prompt tokens (docs/executors.md).
 
 **Limits**: a limit spent stops the hand-out at once; items in flight finish (within their
 budget) or, at the deadline, are abandoned; what is queued is cancelled (``ray.cancel``).
@@ -34,6 +36,7 @@ Ray is an optional extra: ``pip install -e '.[ray]'`` (``pip install -e '.[ray]'
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -121,9 +124,11 @@ def _quiet_token_auth_notice() -> Iterator[None]:
 
 
 # --- the actors ---------------------------------------------------------------------------------
-def _build_runtime(spec: Any) -> Any:
-    """A worker's warm components for ``spec``, built the way the driver's System built them."""
+def _build_runtime(spec: Any, reporter: Any = None) -> Any:
+    """A worker's warm components for ``spec``, built the way the driver's System built them;
+    with a ledger ``reporter``, every LM request and call record is also reported there."""
     from ponder.engine.remote import WorkerRuntime
+    from ponder.plugins._ray_ledger import watched_runtime
 
     if spec is None:
         return WorkerRuntime(None)
@@ -135,32 +140,50 @@ def _build_runtime(spec: Any) -> Any:
     names = {"adapter": (spec.adapter, getattr(adapter, "settings", None)),
              "predictor": (spec.predictor, getattr(predictor, "settings", None)),
              "retriever": (spec.config.retriever.name, None)}
-    return WorkerRuntime(spec, lm=lm, model_info=model_info, predictor=predictor,
-                         dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)(),
-                         cache=system.open_cache(adapter) if spec.cache else None,
-                         plugins=system.plugins, names=names)
+    runtime = WorkerRuntime(spec, lm=lm, model_info=model_info, predictor=predictor,
+                            dspy_adapter=getattr(adapter, "dspy_adapter", lambda: None)(),
+                            cache=system.open_cache(adapter) if spec.cache else None,
+                            plugins=system.plugins, names=names)
+    return watched_runtime(runtime, reporter)
 
 
 class PonderWorker:
     """One actor: runtimes by spec key (one warm LM client per run configuration)."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: str | None = None) -> None:
+        from ponder.plugins._ray_ledger import LedgerReporter
+
         self._runtimes: dict[str, Any] = {}
         self._lock = threading.Lock()
+        #: journals every request and call record (None: not journaled)
+        self._reporter = LedgerReporter(journal) if journal is not None else None
 
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, spec_key: str, spec_box: list[Any], key: str, task_box: list[Any],
-            index: int, item: Any, budget: Any) -> Any:
+    def where(self) -> tuple[int, str]:
+        """``(pid, node id)``: where this worker's journal is."""
         import ray
+
+        return os.getpid(), ray.get_runtime_context().get_node_id()
+
+    def run(self, spec_key: str, spec_box: list[Any], key: str, task_box: list[Any],
+            index: int, item: Any, budget: Any, token: str | None = None) -> Any:
+        import ray
+
+        from ponder.plugins._ray_ledger import CURRENT_ITEM
 
         with self._lock:  # built once, by the first item; the others wait for it
             runtime = self._runtimes.get(spec_key)
             if runtime is None:
                 spec = ray.get(spec_box[0]) if spec_box[0] is not None else None
-                runtime = self._runtimes[spec_key] = _build_runtime(spec)
-        return runtime.run(key, lambda: ray.get(task_box[0]), index, item, budget)
+                runtime = self._runtimes[spec_key] = _build_runtime(spec, self._reporter)
+        # the item's requests are reported under its token (a nested map's threads copy it)
+        reset = CURRENT_ITEM.set(token)
+        try:
+            return runtime.run(key, lambda: ray.get(task_box[0]), index, item, budget)
+        finally:
+            CURRENT_ITEM.reset(reset)
 
 
 class RateLimiterActor:
@@ -238,9 +261,18 @@ class RayExecutor:
         self._spec_refs: dict[str, Any] = {}
         self._started_ray = False
         self._warned: set[str] = set()
+        #: the workers' request journals (:mod:`ponder.plugins._ray_ledger`), under this id
+        import uuid
+
+        self._id = uuid.uuid4().hex[:12]
+        self._ledger: Any = None
         #: what happened to workers over this executor's life (the run's record, the tests)
         self.lost_workers = 0
         self.resubmitted = 0
+        #: requests of lost items taken from the ledger: ``absorbed`` (their usage reported),
+        #: ``in_flight`` (counted with ``estimated_tokens``), ``records`` (finished calls)
+        self.lost_requests = {"absorbed": 0, "in_flight": 0, "estimated_tokens": 0,
+                              "records": 0}
 
     # --- cluster and pool ------------------------------------------------------------------------
     def _ray(self) -> Any:
@@ -267,14 +299,29 @@ class RayExecutor:
     def _new_worker(self, ray: Any) -> Any:
         # no CPU reserved (a worker mostly waits on the network); SPREAD puts the actors on
         # different nodes of a cluster instead of packing them onto the head
-        return ray.remote(PonderWorker).options(max_concurrency=self._threads, num_cpus=0,
-                                                scheduling_strategy="SPREAD").remote()
+        from ponder.plugins._ray_ledger import journal_root
+
+        worker = ray.remote(PonderWorker).options(
+            max_concurrency=self._threads, num_cpus=0, scheduling_strategy="SPREAD").remote(
+            journal_root(self._id))
+        self.ledger(ray).where[id(worker)] = worker.where.remote()  # its first task
+        return worker
+
+    def ledger(self, ray: Any) -> Any:
+        """Where the workers' request journals are (:class:`ponder.plugins._ray_ledger.Ledger`)."""
+        if self._ledger is None:
+            from ponder.plugins._ray_ledger import Ledger
+
+            self._ledger = Ledger(ray, self._id)
+        return self._ledger
 
     def _replace(self, ray: Any, slot: int, dead: Any) -> None:
         if slot < len(self._workers) and self._workers[slot] is dead:
             self.lost_workers += 1
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(dead, no_restart=True)
+            if self._ledger is not None:
+                self._ledger.where.pop(id(dead), None)
             self._workers[slot] = self._new_worker(ray)
 
     def worker_pids(self) -> list[int]:
@@ -319,14 +366,23 @@ class RayExecutor:
                                             concurrency=concurrency)
             return
         concurrency = max(1, concurrency)
-        size = self.settings.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        size = max(1, min(size, concurrency))
-        threads = self.settings.threads_per_worker or -(-concurrency // size)
+        size, threads = self._shape(ray, concurrency)
         self._pool(ray, size, threads)
         run = _Run(self, ray, services, items, concurrency=concurrency, size=size,
                    spec_key=spec.key if spec is not None else "", spec_box=spec_box,
                    key=task_key(data), task_box=[ray.put(data)])
         yield from run.outcomes()
+
+    def _shape(self, ray: Any, concurrency: int) -> tuple[int, int]:
+        """(actors, items at once per actor) for a map of ``concurrency``."""
+        size = self.settings.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        size = max(1, min(size, concurrency))
+        return size, self.settings.threads_per_worker or -(-concurrency // size)
+
+    def worker_threads(self, concurrency: int) -> int:
+        """Items one actor runs at once in a map of ``concurrency`` (an eval's examples share
+        that many slots in each worker: ``ponder.evaluate.remote``)."""
+        return self._shape(self._ray(), max(1, concurrency))[1]
 
     def _kill_workers(self, ray: Any) -> None:
         for worker in self._workers:
@@ -342,6 +398,9 @@ class RayExecutor:
             return
         if ray.is_initialized():
             self._kill_workers(ray)
+            if self._ledger is not None:
+                self._ledger.close()
+                self._ledger = None
             self._spec_refs.clear()
             if self._started_ray:
                 ray.shutdown()
@@ -349,11 +408,13 @@ class RayExecutor:
 
 
 class _Run:
-    """One map's hand-out loop: queue, in-flight refs, lost-worker retries."""
+    """One map's hand-out loop: queue, in-flight refs, lost-worker retries, the journals."""
 
     def __init__(self, executor: RayExecutor, ray: Any, services: Any, items: Sequence[Any], *,
                  concurrency: int, size: int, spec_key: str, spec_box: list[Any], key: str,
                  task_box: list[Any]) -> None:
+        import uuid
+
         self.executor = executor
         self.ray = ray
         self.services = services
@@ -365,9 +426,16 @@ class _Run:
         self.key = key
         self.task_box = task_box
         self.queue: deque[int] = deque(range(len(items)))
-        self.pending: dict[Any, tuple[int, int, Any]] = {}
+        #: ref -> (index, slot, worker, ledger token)
+        self.pending: dict[Any, tuple[int, int, Any, str]] = {}
         self.load = [0] * size
         self.lost: dict[int, int] = {}
+        # every hand-out of an item has its own ledger token: map/index/hand-out
+        self.map_id = uuid.uuid4().hex[:12]
+        self.handouts = itertools.count()
+        self.ledger = executor.ledger(ray)
+        #: requests of this map's lost items, taken from the ledger (see RayExecutor)
+        self.taken = {"absorbed": 0, "in_flight": 0, "estimated_tokens": 0, "records": 0}
         # the span the map runs in (the strategy's): the workers' item spans hang under it
         current = services.tracker.current_span()
         self.parent_id = current.id if current is not None else None
@@ -381,9 +449,10 @@ class _Run:
             index = self.queue.popleft()
             slot = min(range(self.size), key=self.load.__getitem__)
             worker = workers[slot]
+            token = f"{self.map_id}/{index}/{next(self.handouts)}"
             ref = worker.run.remote(self.spec_key, self.spec_box, self.key, self.task_box, index,
-                                    self.items[index], budget_of(self.services))
-            self.pending[ref] = (index, slot, worker)
+                                    self.items[index], budget_of(self.services), token)
+            self.pending[ref] = (index, slot, worker, token)
             self.load[slot] += 1
 
     def outcomes(self) -> Iterator[Any]:
@@ -418,14 +487,22 @@ class _Run:
                         yield outcome
                     elif outcome is not None:
                         yield Outcome(outcome.index, status="cancelled")
-                for ref, (index, _slot, _worker) in list(self.pending.items()):
+                abandoned = list(self.pending.items())
+                self.pending.clear()
+                for ref, (index, _slot, _worker, _token) in abandoned:
                     self._cancel(ref)
                     yield Outcome(index, status="cancelled")
-                self.pending.clear()
-        finally:
+                # what they sent so far is counted from the journals (their results never come)
+                self._take([(token, worker) for _ref, (*_, worker, token) in abandoned],
+                           "the run stopped")
+        finally:  # the caller stopped reading (or an error): cancel, count what was sent
+            left = [(token, worker) for *_, worker, token in self.pending.values()]
             for ref in self.pending:
                 self._cancel(ref)
             self.pending.clear()
+            with contextlib.suppress(Exception):
+                self._take(left, "the run stopped")
+            self._end_map()
             self._note_losses()
 
     def _cancel(self, ref: Any) -> None:
@@ -438,12 +515,13 @@ class _Run:
         from ponder.engine.remote import RemoteError, absorb, rebuild_error
 
         ray = self.ray
-        index, slot, worker = self.pending.pop(ref)
+        index, slot, worker, token = self.pending.pop(ref)
         self.load[slot] -= 1
         try:
             status, payload, report = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                 ray.exceptions.ObjectLostError) as exc:
+            self._take([(token, worker)], "its worker was lost")
             self.executor._replace(ray, slot, worker)
             self.lost[index] = self.lost.get(index, 0) + 1
             if retry and self.lost[index] <= self.executor.settings.max_item_retries \
@@ -456,21 +534,54 @@ class _Run:
                 f"the ray worker running item {index} was lost {self.lost[index]} time(s): "
                 f"{type(exc).__name__}"))
         except ray.exceptions.TaskCancelledError:
+            self._take([(token, worker)], "it was cancelled")
             return Outcome(index, status="cancelled")
         except ray.exceptions.RayTaskError as exc:  # the worker failed outside the item
+            self._take([(token, worker)], "its worker failed")
             return Outcome(index, error=RemoteError(str(exc).strip().splitlines()[-1]))
+        # the result holds what the journal has; a journal is read only for a lost item
         absorb(self.services, report, self.parent_id)
         if status == "ok":
             return Outcome(index, value=payload)
         return Outcome(index, error=rebuild_error(payload))
 
+    # --- the journals ---------------------------------------------------------------------------
+    def _end_map(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ledger.end_map(self.map_id)
+
+    def _take(self, lost: list[tuple[str, Any]], reason: str) -> None:
+        """Count what the items ``lost`` (token, worker) journaled before their result was
+        lost (:func:`ponder.plugins._ray_ledger.take_lost`)."""
+        from ponder.plugins._ray_ledger import take_lost
+
+        by_node: dict[str | None, list[str]] = {}
+        for token, worker in lost:
+            by_node.setdefault(self.ledger.node_of(worker), []).append(token)
+        for node, tokens in by_node.items():
+            counts = take_lost(self.ledger, self.map_id, tokens, node, self.services,
+                               self.parent_id, reason=reason)
+            for name, value in counts.items():
+                self.taken[name] += value
+                self.executor.lost_requests[name] += value
+
     def _note_losses(self) -> None:
+        taken = self.taken
+        if taken["in_flight"]:
+            note = (f"{taken['in_flight']} request(s) were in flight on ray workers that were "
+                    f"lost or stopped: counted as attempted calls with "
+                    f"{taken['estimated_tokens']} estimated prompt tokens and no reply tokens "
+                    "(see docs/executors.md)")
+            problems = getattr(self.services, "problems", None)
+            if isinstance(problems, list):
+                problems.append(note)
         if not self.lost:
             return
         problems = getattr(self.services, "problems", None)
         note = (f"{sum(self.lost.values())} ray worker loss(es) hit {len(self.lost)} item(s); "
-                "they were run again on a new worker (requests the lost workers made for "
-                "them before dying were never reported, so are not counted; see "
+                "they were run again on a new worker (the requests the lost workers had made "
+                f"for them are counted from their journals: {taken['absorbed']} with their "
+                f"reported usage, {taken['in_flight']} in flight with an estimate; see "
                 "docs/executors.md)")
         if isinstance(problems, list):
             problems.append(note)
