@@ -10,9 +10,14 @@ a poller killed mid-wait resumes where the store says the job is. Results are do
 and priced at the provider's batch price; requests in the error file, expired or cancelled are
 retried live (at the list price, recorded as such) or listed, never dropped.
 
+Anthropic's Message Batches, which litellm can retrieve but not create or cancel, go through
+ponder's own thin client (``anthropic_client``), translated to the same OpenAI shapes; the choice
+is made in one place, :func:`ponder.batchjobs.jobs.client_for`.
+
 Modules: ``settings`` (the ``[batch]`` section and the provider target), ``client`` (the
-provider's Files and Batch endpoints), ``questions`` (questions file -> requests, replies ->
-answers), ``jobs`` (submit, poll, results, cancel over the store), ``ask`` (``ponder ask
+provider's Files and Batch endpoints), ``anthropic_client`` (Anthropic's Message Batches),
+``questions`` (questions file -> requests, replies -> answers), ``jobs`` (submit, poll,
+results, cancel over the store; which client a target gets), ``ask`` (``ponder ask
 --batch``: map_reduce's map phase as one job, its replies handed to the run through the
 response cache).
 

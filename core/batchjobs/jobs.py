@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ponder.batchjobs.anthropic_client import AnthropicBatchClient
 from ponder.batchjobs.client import BatchClient
 from ponder.batchjobs.questions import build_request, load_questions, parse_reply
 from ponder.batchjobs.settings import BatchSettings, BatchTarget
@@ -45,6 +46,18 @@ def _usage() -> dict[str, Any]:
     return {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
 
 
+def client_for(target: BatchTarget) -> BatchClient:
+    """The client for ``target``'s provider: the one place that choice is made.
+
+    OpenAI-shaped providers go through litellm (:class:`BatchClient`); Anthropic's Message
+    Batches, which litellm can retrieve but not create or cancel, through ponder's own thin
+    client (:class:`ponder.batchjobs.anthropic_client.AnthropicBatchClient`).
+    """
+    if target.provider == "anthropic":
+        return AnthropicBatchClient(target)
+    return BatchClient(target)
+
+
 class BatchJobs:
     """Batch jobs over one run store. ``target_for(adapter_name)`` resolves a provider target
     (None: the configured adapter); ``progress(text)`` is told about every poll."""
@@ -52,7 +65,7 @@ class BatchJobs:
     def __init__(self, storage: Any, target_for: Callable[[str | None], BatchTarget],
                  settings: BatchSettings | None = None, *,
                  progress: Callable[[str], Any] | None = None,
-                 client_factory: Callable[[BatchTarget], BatchClient] = BatchClient,
+                 client_factory: Callable[[BatchTarget], BatchClient] = client_for,
                  limits: Any = None) -> None:
         self.storage = storage
         #: ``[limits]`` (max_cost, max_tokens, concurrency) for the live retries

@@ -2,9 +2,10 @@
 
 A batch job talks to the provider behind the configured adapter, so the model, base URL and key
 come from the adapter's own settings: ``litellm`` with an ``openai/…`` model (or ``azure/…``),
-or ``openai_compatible`` (a server with OpenAI's Files and Batch endpoints). Providers without
-an OpenAI-shaped Batch API (Anthropic's Message Batches, Gemini's batch mode) are refused with a
-message saying so, instead of failing later with a provider error.
+or ``openai_compatible`` (a server with OpenAI's Files and Batch endpoints), or ``litellm`` with
+an ``anthropic/…`` model (Anthropic's Message Batches, through ponder's own thin client:
+:mod:`ponder.batchjobs.anthropic_client`). Other providers (Gemini's batch mode…) are refused
+with a message saying so, instead of failing later with a provider error.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from ponder.kernel.kinds import ModelInfo
 
 #: litellm providers whose batch API has OpenAI's shape (litellm's create_batch covers them)
 OPENAI_SHAPED = ("openai", "azure", "hosted_vllm")
+#: providers ponder drives: the OpenAI-shaped ones, and Anthropic's Message Batches
+BATCH_PROVIDERS = (*OPENAI_SHAPED, "anthropic")
 
 #: where litellm looks for each provider's key when none is configured
 KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "azure": "AZURE_API_KEY",
-                 "hosted_vllm": "HOSTED_VLLM_API_KEY"}
+                 "hosted_vllm": "HOSTED_VLLM_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
-#: OpenAI documents batch jobs at 50% of the synchronous price (input and output tokens)
+#: OpenAI and Anthropic both document batch jobs at 50% of the synchronous price (input and
+#: output tokens): OpenAI's Batch API, Anthropic's Message Batches
 DEFAULT_DISCOUNT = 0.5
 
 
@@ -109,14 +113,14 @@ def resolve_target(config: Any, plugins: Any, *, adapter: str | None = None,
         base = getattr(s, "api_base", None)
     else:
         raise ConfigError(
-            f"batch jobs need an adapter whose provider has OpenAI's Batch API: litellm with an "
-            f"{'/'.join(OPENAI_SHAPED)} model, or openai_compatible; adapter {name!r} "
+            f"batch jobs need an adapter whose provider has a batch API ponder drives: litellm "
+            f"with an {'/'.join(BATCH_PROVIDERS)} model, or openai_compatible; adapter {name!r} "
             f"(model {model or 'unset'!r}) has none ponder can drive")
-    if provider not in OPENAI_SHAPED:
+    if provider not in BATCH_PROVIDERS:
         raise ConfigError(
-            f"provider {provider!r} (adapter {name}, model {model!r}) has no OpenAI-shaped batch "
-            f"API that ponder drives (supported: {', '.join(OPENAI_SHAPED)}); Anthropic's Message "
-            "Batches are not supported yet")
+            f"provider {provider!r} (adapter {name}, model {model!r}) has no batch API that "
+            f"ponder drives (supported: {', '.join(BATCH_PROVIDERS)}); its batch mode is not "
+            "supported yet")
     key = getattr(s, "api_key", None)
     revealed = key.reveal() if hasattr(key, "reveal") else (str(key) if key else None)
     # no key configured: the provider's usual variable, as litellm itself would read it (the

@@ -44,6 +44,7 @@ import attrs
 from attrs import validators as v
 
 from ponder.support.dspy_format import format_for_dspy, message_text
+from ponder.testing.fake_anthropic_batches import FakeAnthropicBatches
 
 OUTCOMES = ("completed", "failed", "expired")
 
@@ -100,6 +101,8 @@ class FakeBatches:
         self._content: dict[str, bytes] = {}
         self._jobs: dict[str, _Job] = {}
         self._answered = 0
+        #: Anthropic's Message Batches and Messages API, on the same knobs (``configure``)
+        self.anthropic = FakeAnthropicBatches(self)
 
     def configure(self, **changes: Any) -> FakeBatchConfig:
         """Change the behaviour of jobs created (and polled) from now on."""
@@ -118,11 +121,15 @@ class FakeBatches:
 
     @staticmethod
     def handles(method: str, route: str) -> bool:
-        return route == "/files" or route.startswith(("/files/", "/batches"))
+        return route == "/files" or route.startswith(("/files/", "/batches")) or \
+            FakeAnthropicBatches.handles(route)
 
     # ---------------------------------------------------------------- HTTP
     def handle(self, h: Any, method: str, route: str, raw: bytes) -> None:
         parts = route.strip("/").split("/")
+        if parts[0] == "messages":
+            self.anthropic.handle(h, method, route, raw)
+            return
         try:
             if parts[0] == "files":
                 self._files_api(h, method, parts[1:], raw)

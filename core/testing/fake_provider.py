@@ -9,6 +9,8 @@ Endpoints (``/v1`` prefix optional):
   L2-normalised, ``encoding_format`` ``float`` or ``base64`` (the openai SDK's default).
 * ``GET /v1/models``: the fake model.
 * ``/v1/files`` and ``/v1/batches``: the Files and Batch APIs (:mod:`ponder.testing.fake_batches`).
+* ``/v1/messages`` and ``/v1/messages/batches``: Anthropic's Messages API and Message Batches
+  (:mod:`ponder.testing.fake_anthropic_batches`; the key may come as ``x-api-key`` there).
 * ``GET /stats``, ``POST /reset``, ``GET /health``: control; never counted, capped or faulted.
 
 Per request, in this order: lifetime/``max_requests`` check (a request past them is closed with no
@@ -379,7 +381,10 @@ class FakeProvider(HTTPPlumbing, FaultInjection):
         cfg = self.config
         if cfg.api_key is not None:
             presented = h.headers.get("Authorization")
-            if presented != f"Bearer {cfg.api_key}":
+            # Anthropic's routes (fake_anthropic_batches) carry the key as x-api-key
+            anthropic = route.startswith("/messages") and \
+                h.headers.get("x-api-key") == cfg.api_key
+            if presented != f"Bearer {cfg.api_key}" and not anthropic:
                 self._fail("auth")
                 # Deliberately nasty, like some real providers: echo what was presented.
                 self._send(

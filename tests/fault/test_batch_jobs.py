@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -233,11 +234,12 @@ def test_bad_questions_file_names_the_line(project, provider):
 
 def test_an_adapter_without_a_batch_api_is_refused(project, provider):
     config = project / "ponder.toml"
-    config.write_text('[adapter]\nname = "litellm"\nmodel = "anthropic/claude-3-5-haiku-latest"\n'
-                      'api_key = "sk-ant-not-real-000000000000"\n')
+    config.write_text('[adapter]\nname = "litellm"\nmodel = "gemini/gemini-2.0-flash"\n'
+                      'api_key = "not-a-real-key-000000000000"\n')
     result = cli(config, "submit", str(project / "questions.jsonl"))
     assert result.exit_code == 2
-    assert "anthropic" in result.stderr and "not supported" in result.stderr
+    assert "gemini" in result.stderr and "not supported" in result.stderr
+    assert provider.stats()["requests"] == 0
 
 
 def test_an_unknown_job_id_is_bad_input(project, provider):
@@ -306,3 +308,143 @@ def test_ask_batch_runs_the_map_phase_as_one_job(project, provider):
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["batch"]["id"] == batch["id"]
     assert provider.batches.stats()["jobs"] == 1
+
+
+# --- Anthropic's Message Batches (ponder's thin client; the fake's /v1/messages/batches) -------
+ANTHROPIC_MODEL = "anthropic/claude-haiku-4-5"
+
+
+def write_anthropic_config(project: Path, provider: FakeProvider, extra: str = "") -> Path:
+    config = project / "ponder.toml"
+    config.write_text(
+        f'[adapter]\nname = "litellm"\nmodel = "{ANTHROPIC_MODEL}"\n'
+        # Anthropic's base URL has no /v1 (litellm's anthropic adapter adds /v1/messages)
+        f'api_base = "{provider.base_url.removesuffix("/v1")}"\napi_key = "{KEY}"\n'
+        f'[batch]\npoll_interval = 0.05\n{extra}')
+    return config
+
+
+def anthropic_list_price(tokens_in: int, tokens_out: int) -> float:
+    from ponder.plugins.litellm_adapter import litellm_model_info
+
+    return litellm_model_info(ANTHROPIC_MODEL).cost(tokens_in, tokens_out)
+
+
+def test_anthropic_batch_joins_results_and_retries_errored_requests_live(project, provider):
+    provider.batches.configure(in_progress_s=0.2, error_rate=0.4, seed=7)
+    config = write_anthropic_config(project, provider)
+    result = cli(config, "submit", str(project / "questions.jsonl"), "--wait", "--json")
+    assert result.exit_code == 0, result.output
+    job = as_json(result)
+    assert job["id"].startswith("msgbatch_") and job["provider"] == "anthropic"
+    answers = {a["custom_id"]: a for a in job["answers"]}
+    assert set(answers) == set(VALUES)  # nothing dropped
+    for name, value in VALUES.items():  # joined on custom_id
+        assert answers[name]["answer"] == value, answers[name]
+    live = [a for a in answers.values() if a["source"] == "live-retry"]
+    batch = [a for a in answers.values() if a["source"] == "batch"]
+    assert 0 < len(live) < len(VALUES)
+    assert all(a["batch_error"].startswith("api_error:") for a in live)
+    by_path = provider.stats()["by_path"]
+    # one create with the requests inline (no upload), one results download, and every live
+    # retry one Messages API request (litellm's anthropic completion)
+    assert by_path["/v1/messages/batches"] == 1
+    assert by_path[f"/v1/messages/batches/{job['id']}/results"] == 1
+    assert by_path.get("/v1/messages", 0) == len(live) == provider.batches.anthropic.live
+    assert "/v1/files" not in by_path and "/v1/chat/completions" not in by_path
+    assert provider.batches.anthropic.stats()["answered"] == len(batch)
+    # priced at Anthropic's documented batch discount (50%), live retries at the list price
+    usage = job["usage"]
+    tokens_in = sum(a["input_tokens"] for a in batch)
+    tokens_out = sum(a["output_tokens"] for a in batch)
+    assert usage["batch"]["calls"] == len(batch) and tokens_in > 0
+    assert usage["batch"]["cost_usd"] == pytest.approx(
+        0.5 * anthropic_list_price(tokens_in, tokens_out))
+    assert usage["live"]["cost_usd"] == pytest.approx(anthropic_list_price(
+        sum(a["input_tokens"] for a in live), sum(a["output_tokens"] for a in live)))
+    assert job["pricing"]["mode"] == "batch" and job["pricing"]["discount"] == 0.5
+    # the provider's results really were out of order
+    from ponder.batchjobs.anthropic_client import from_anthropic_id
+
+    raw = Path(job["results_path"]).parent / "output.anthropic.jsonl"
+    order = [from_anthropic_id(json.loads(line)["custom_id"])  # as sent: "_" escaped as "__"
+             for line in raw.read_text().splitlines()]
+    assert sorted(order) == sorted(VALUES) and order != list(VALUES)
+    runs = json.loads(run_cli(["--config", str(config), "runs", "--json"]).stdout)
+    run = next(r for r in runs if r["id"] == job["run_id"])
+    assert run["cost_usd"] == pytest.approx(usage["cost_usd"])
+    assert KEY not in result.output
+
+
+def test_anthropic_status_and_cancel_from_other_processes(project, provider):
+    provider.batches.configure(in_progress_s=30.0, finalizing_s=0.2)
+    config = write_anthropic_config(project, provider, "retry_failed = false\n")
+    submitted = as_json(cli(config, "submit", str(project / "questions.jsonl"), "--json"))
+    proc = _ponder(config, "batch", "status", submitted["id"], "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    status = json.loads(out)
+    assert status["status"] == "in_progress" and status["request_counts"]["total"] == len(VALUES)
+    proc = _ponder(config, "batch", "cancel", submitted["id"], "--json")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["status"] in ("cancelling", "cancelled")
+    result = cli(config, "results", submitted["id"], "--json")
+    job = as_json(result)
+    assert job["status"] == "cancelled"
+    assert len(job["answers"]) == len(VALUES)  # every request accounted for
+    cancelled = [a for a in job["answers"] if "batch_cancelled" in (a.get("error") or "")]
+    assert cancelled and all(a["source"] == "failed" for a in cancelled)
+    assert result.exit_code == 3  # some not answered, each listed with the reason
+
+
+def test_anthropic_expired_requests_are_listed_or_answered_live(project, provider):
+    provider.batches.configure(outcome="expired", expire_fraction=0.5)
+    config = write_anthropic_config(project, provider, "retry_failed = false\n")
+    submitted = as_json(cli(config, "submit", str(project / "questions.jsonl"), "--json"))
+    listed = cli(config, "results", submitted["id"], "--json")
+    assert listed.exit_code == 3, listed.output
+    job = as_json(listed)
+    assert job["status"] == "expired"
+    failed = [a for a in job["answers"] if a["source"] == "failed"]
+    assert len(failed) == len(VALUES) // 2 and all("batch_expired" in a["error"] for a in failed)
+    config = write_anthropic_config(project, provider)
+    again = as_json(cli(config, "submit", str(project / "questions.jsonl"), "--wait", "--json"))
+    assert again["failed"] == 0 and again["usage"]["live"]["calls"] == len(VALUES) // 2
+    assert {a["answer"] for a in again["answers"]} == set(VALUES.values())
+
+
+def test_anthropic_custom_ids_are_escaped_reversibly_and_checked_by_the_fake(provider):
+    import httpx
+
+    from ponder.batchjobs.anthropic_client import from_anthropic_id, to_anthropic_id
+
+    for custom_id in ("q00001", "port", "a.b:c_d", "x__y", "_d"):
+        escaped = to_anthropic_id(custom_id)
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", escaped)
+        assert from_anthropic_id(escaped) == custom_id
+    # the fake refuses what Anthropic refuses, at creation
+    base = provider.base_url.removesuffix("/v1")
+    bad = httpx.post(f"{base}/v1/messages/batches", headers={"x-api-key": KEY},
+                     json={"requests": [{"custom_id": "a.b", "params": {
+                         "model": "m", "max_tokens": 8,
+                         "messages": [{"role": "user", "content": "hi"}]}}]})
+    assert bad.status_code == 400 and "custom_id" in bad.json()["error"]["message"]
+
+
+def test_anthropic_ask_batch_reuses_the_batch_replies_and_asks_the_rest_live(project, provider):
+    for i in range(6):  # enough text for a dozen chunks
+        (project / "src" / f"filler_{i}.py").write_text(
+            "".join(f"filler_{i}_{j} = {j}\n" for j in range(40)))
+    provider.batches.configure(in_progress_s=0.2, error_rate=0.3, seed=5)
+    config = write_anthropic_config(project, provider)
+    result = run_cli(["--config", str(config), "ask", "--batch", "What is KEY_E?",
+                      str(project / "src"), "--chunk-tokens", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    batch = data["batch"]
+    assert "1444" in data["answer"] and batch["status"] == "completed"
+    assert 0 < batch["cached"] == batch["answered"] < batch["chunks"] == data["chunks"]["total"]
+    assert data["usage"]["cached_calls"] == batch["cached"]
+    # live: the chunks the batch did not answer and the reduce, each one Messages API request
+    assert provider.stats()["by_path"]["/v1/messages"] == data["usage"]["calls"] > 0
