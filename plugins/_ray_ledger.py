@@ -247,11 +247,11 @@ def _current_role() -> str | None:
 
 
 def watched_runtime(runtime: Any, reporter: LedgerReporter | None) -> Any:
-    """``runtime`` (a :class:`ponder.engine.remote.WorkerRuntime`) with its requests and call
-    records written to its journal."""
+    """``runtime`` (a :class:`ponder.engine.remote.WorkerRuntime`) with its call records
+    written to its journal (its requests are: the worker watches every LM it builds,
+    :func:`ponder.engine.system.watch_built_lms`)."""
     if reporter is None or runtime.spec is None:
         return runtime
-    reporter.watch(runtime.lm, runtime.model_info)
     build = runtime.services
 
     def services(budget: Any, calls: list[dict[str, Any]]) -> Any:

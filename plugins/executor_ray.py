@@ -157,6 +157,10 @@ class PonderWorker:
         self._lock = threading.Lock()
         #: journals every request and call record (None: not journaled)
         self._reporter = LedgerReporter(journal) if journal is not None else None
+        if self._reporter is not None:  # every LM built here: map items' and eval examples'
+            from ponder.engine.system import watch_built_lms
+
+            watch_built_lms(self._reporter.watch)
 
     def pid(self) -> int:
         return os.getpid()

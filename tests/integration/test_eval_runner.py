@@ -90,7 +90,9 @@ def test_injected_faults_are_listed_not_zeroed(tmp_path: Path):
         assert len(result.per_example) == 5  # none lost
         failed = {r.id: r.failure for r in result.failures}
         assert len(failed) == 3 and "no such file or directory" in failed["nosrc"]
-        assert sum("500" in f or "Internal" in f or "Server" in f for f in failed.values()) == 2
+        # (not "500" anywhere: the missing path may be under pytest-500/)
+        assert sum("500" in f or "Internal" in f or "Server" in f
+                   for i, f in failed.items() if i != "nosrc") == 2
         # the score is over the two that ran, both right: not 2/5
         assert result.scores["contains"] == {"mean": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 2}
         before = provider.stats()["requests"]
