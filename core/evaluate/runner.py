@@ -347,6 +347,11 @@ class Evaluator:
         finally:
             self._current = None
 
+    def lost_usage(self) -> dict[str, float]:
+        """The requests of the last :meth:`iter`/:meth:`run` that were lost with a worker (a
+        killed Ray actor) and counted from its request journal: no example's, still spent."""
+        return _lost_usage(self._last)
+
     def run(self, data: Any) -> EvalResult:
         """Every example of ``data`` (a Dataset, a path, or Examples), recorded as it finishes."""
         from ponder.support.progress import ProgressContext
@@ -386,7 +391,7 @@ class Evaluator:
             binary={n: bool(getattr(m, "binary", False)) for n, m in self.metrics.items()},
             not_run=not_run, config=self.config.to_dict(masked=True), seed=self.seed,
             status=status, stop_reason=self.stop_reason if not_run else None,
-            lost_usage=_lost_usage(self._last))
+            lost_usage=self.lost_usage())
         self._record_eval(eval_id, dataset, examples, status=status, result=result)
         return result
 

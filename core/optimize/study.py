@@ -538,6 +538,8 @@ class Study:
                     evaluator.stop()
         finally:
             stream.close()  # stops handing out examples; the store is ours, left open
+        # requests lost with a worker (asked again elsewhere) were still served: spent too
+        self.spent.add(evaluator.lost_usage())
         # saved: the examples never started (not those drained), at the mean calls per example
         left = result.examples - result.evaluated - drained
         if left and result.evaluated:
