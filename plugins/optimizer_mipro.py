@@ -217,7 +217,7 @@ class MiproOptimizer:
     # --- the search -------------------------------------------------------------------------
     def search(self, study: Any, seed: int, names: list[str],
                instructions: dict[str, list[Any]], demo_sets: list[Any], offset: int) -> None:
-        from ponder.plugins.optimizer_tpe import MAX_REJECTED, import_optuna, suggest
+        from ponder.plugins.optimizer_tpe import ask_satisfying, import_optuna, requeue_running
 
         optuna = import_optuna()
         storage = (optuna.storages.RDBStorage(study.optuna_url) if study.optuna_url
@@ -228,26 +228,12 @@ class MiproOptimizer:
         ostudy = optuna.create_study(study_name=study.name, storage=storage, sampler=sampler,
                                      load_if_exists=True, directions=list(study.directions))
         state = optuna.trial.TrialState
-        for old in ostudy.get_trials(deepcopy=False, states=(state.RUNNING,)):
-            # left running by a killed process: fail it and run its point again (cached)
-            storage.set_trial_state_values(old._trial_id, state=state.FAIL)
-            ostudy.enqueue_trial(old.params, skip_if_exists=False)
+        requeue_running(optuna, storage, ostudy)
         # fixed choices (not the candidates there are), so a resumed study's distributions match
         instruction_choices = list(range(self.settings.num_instruct_candidates))
         demo_choices = list(range(self.settings.num_demo_sets))
         prompt = getattr(study.space, "prompt", None)
-        rejected = 0
-        while not study.should_stop():
-            trial = ostudy.ask()
-            assignment = suggest(trial, study.space)
-            if not study.space.satisfies(assignment):
-                ostudy.tell(trial, state=state.FAIL)
-                rejected += 1
-                if rejected >= MAX_REJECTED:
-                    raise ConfigError(f"{study.space.source}: the constraints rejected "
-                                      f"{MAX_REJECTED} points in a row")
-                continue
-            rejected = 0
+        for trial, assignment in ask_satisfying(optuna, ostudy, study):
             choice = {name: (trial.suggest_categorical(f"{name}.instruction",
                                                        instruction_choices),
                              trial.suggest_categorical(f"{name}.demos", demo_choices))

@@ -27,6 +27,7 @@ Needs the ``optimize`` extra (``pip install -e '.[optimize]'``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -135,22 +136,8 @@ class TPEOptimizer:
         storage, ostudy = self.open(study)
         single = len(study.objectives) == 1
         state = optuna.trial.TrialState
-        for old in ostudy.get_trials(deepcopy=False, states=(state.RUNNING,)):
-            # left running by a killed process: fail it and run its point again (cached)
-            storage.set_trial_state_values(old._trial_id, state=state.FAIL)
-            ostudy.enqueue_trial(old.params, skip_if_exists=False)
-        rejected = 0
-        while not study.should_stop():
-            trial = ostudy.ask()
-            assignment = suggest(trial, study.space)
-            if not study.space.satisfies(assignment):
-                ostudy.tell(trial, state=state.FAIL)
-                rejected += 1
-                if rejected >= MAX_REJECTED:
-                    raise ConfigError(f"{study.space.source}: the constraints rejected "
-                                      f"{MAX_REJECTED} points in a row")
-                continue
-            rejected = 0
+        requeue_running(optuna, storage, ostudy)
+        for trial, assignment in ask_satisfying(optuna, ostudy, study):
 
             def report(step: int, value: float, trial: Any = trial) -> bool:
                 trial.report(value, step)
@@ -167,6 +154,34 @@ class TPEOptimizer:
                 ostudy.tell(trial, state=state.FAIL)
                 if result.status == "stopped":  # run again on resume, from the cache
                     ostudy.enqueue_trial(trial.params, skip_if_exists=False)
+
+
+def requeue_running(optuna: Any, storage: Any, ostudy: Any) -> None:
+    """Trials a killed process left running: failed, and their points asked again first (the
+    study's cache answers what they had finished)."""
+    state = optuna.trial.TrialState
+    for old in ostudy.get_trials(deepcopy=False, states=(state.RUNNING,)):
+        storage.set_trial_state_values(old._trial_id, state=state.FAIL)
+        ostudy.enqueue_trial(old.params, skip_if_exists=False)
+
+
+def ask_satisfying(optuna: Any, ostudy: Any, study: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """Optuna's next trials and their points, while the study goes on, skipping (as failed)
+    points the space's constraints reject; :data:`MAX_REJECTED` in a row is a ConfigError."""
+    state = optuna.trial.TrialState
+    rejected = 0
+    while not study.should_stop():
+        trial = ostudy.ask()
+        assignment = suggest(trial, study.space)
+        if not study.space.satisfies(assignment):
+            ostudy.tell(trial, state=state.FAIL)
+            rejected += 1
+            if rejected >= MAX_REJECTED:
+                raise ConfigError(f"{study.space.source}: the constraints rejected "
+                                  f"{MAX_REJECTED} points in a row")
+            continue
+        rejected = 0
+        yield trial, assignment
 
 
 @hookimpl
