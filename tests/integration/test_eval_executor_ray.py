@@ -291,12 +291,14 @@ def test_requests_of_an_example_lost_with_its_worker_are_counted(tmp_path: Path)
         killed: list[int] = []
 
         def kill_while_in_flight() -> None:
+            # every worker, the moment a request is at the provider (it takes 1 s): whichever
+            # worker sent it, it dies unanswered with it
             end = time.monotonic() + 120
             while time.monotonic() < end and not killed:
-                if executor._workers and provider.stats()["in_flight"] >= 2:
-                    time.sleep(0.3)  # well inside the 1 s the provider takes
-                    os.kill(executor.worker_pids()[0], signal.SIGKILL)
-                    killed.append(1)
+                if executor._workers and provider.stats()["in_flight"] >= 1:
+                    for pid in executor.worker_pids():
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
                 time.sleep(0.01)
 
         killer = threading.Thread(target=kill_while_in_flight, daemon=True)
@@ -308,12 +310,16 @@ def test_requests_of_an_example_lost_with_its_worker_are_counted(tmp_path: Path)
             evaluator.close()
         stats = provider.stats()
     assert killed and result.failed == 0 and len(result.per_example) == 4
-    lost = result.usage["lost"]
-    assert lost["calls"] >= 1 and lost["input_tokens"] > 0  # sent, never answered: estimated
-    assert result.usage["calls"] == sum(r.usage["calls"] for r in result.per_example) \
-        + lost["calls"]
-    # every request that reached the provider is counted, and nothing twice
-    assert stats["completed"] <= result.usage["calls"] <= stats["requests"]
+    examples = sum(r.usage["calls"] for r in result.per_example)
+    lost = result.usage.get("lost", {"calls": 0})["calls"]
+    assert result.usage["calls"] == examples + lost
+    # every request that reached the provider is counted: the killed attempts' (the provider
+    # saw more requests than the examples' own calls: nearly every run) from the journal
+    assert lost >= stats["requests"] - examples
+    if lost:
+        assert result.usage["lost"]["input_tokens"] > 0  # sent, never answered: estimated
+    assert stats["completed"] <= result.usage["calls"] <= stats["requests"] + \
+        executor.lost_requests["in_flight"]
 
 
 def test_ctrl_c_under_ray_ends_interrupted_and_a_rerun_asks_the_rest(tmp_path: Path):

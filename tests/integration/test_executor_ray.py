@@ -172,7 +172,10 @@ def test_a_killed_worker_loses_nothing(tmp_path, corpus):
     # provider is counted (the dead worker's from the ledger); a request noted as sent may have
     # died before it reached the provider, so the provider saw at most the in-flight ones fewer
     assert len(calls) == answer.usage.calls
-    assert sum(c["role"] == "map" for c in calls) == CHUNKS
+    # every chunk once, plus a lost item's map call that was answered before its worker died
+    # (taken from the ledger: served, so counted) when the kill lands in that instant
+    maps = sum(c["role"] == "map" for c in calls)
+    assert CHUNKS <= maps <= CHUNKS + executor.lost_requests["records"]
     in_flight = executor.lost_requests["in_flight"]
     assert stats["requests"] <= answer.usage.calls <= stats["requests"] + in_flight
     assert in_flight <= 2 * (1 + 0)  # threads_per_worker = 2 items, max_retries = 0
