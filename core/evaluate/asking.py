@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ponder.errors import PonderError
-from ponder.evaluate.results import Prediction, empty_usage
+from ponder.evaluate.results import Prediction, empty_usage, usage_of
 
 #: failure kinds (exception class names) that no retry and no other example can get past
 UNUSABLE = frozenset({"ProviderUnreachable", "AdapterAuthError"})
@@ -40,20 +40,15 @@ def ask_example(system: Any, question: str, sources: Sequence[str]
         return None, {**facts, "latency_s": 0.0}, False
     try:
         answer = system.ask(question, list(sources))
-    except PonderError as exc:
-        facts["failure"] = redact(str(exc))
-        return None, {**facts, "latency_s": time.perf_counter() - started}, \
-            unusable_provider([type(exc).__name__])
     except Exception as exc:  # a provider failing past the retries, a plugin's bug
-        facts["failure"] = redact(f"{type(exc).__name__}: {exc}")
-        return None, {**facts, "latency_s": time.perf_counter() - started}, False
-    usage = answer.usage
-    facts.update(
-        usage={"calls": usage.calls, "input_tokens": usage.input_tokens,
-               "output_tokens": usage.output_tokens,
-               "tokens": usage.input_tokens + usage.output_tokens,
-               "cost": round(usage.cost_usd, 8), "retries": usage.retries},
-        run_id=answer.run_id, latency_s=answer.elapsed_s)
+        facts["failure"] = redact(str(exc) if isinstance(exc, PonderError)
+                                  else f"{type(exc).__name__}: {exc}")
+        run = getattr(exc, "ponder_run", None)  # a run that failed still spent what it spent
+        if run:
+            facts.update(usage=usage_of(run.get("usage") or {}), run_id=run.get("run_id"))
+        unusable = isinstance(exc, PonderError) and unusable_provider([type(exc).__name__])
+        return None, {**facts, "latency_s": time.perf_counter() - started}, unusable
+    facts.update(usage=usage_of(answer.usage), run_id=answer.run_id, latency_s=answer.elapsed_s)
     prediction = Prediction(answer=answer.answer,
                             citations=[f"{c.path}:{c.line}" for c in answer.citations],
                             partial=answer.partial, note=answer.note)

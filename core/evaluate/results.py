@@ -21,15 +21,29 @@ from ponder.support.measured import percentile
 
 def empty_usage() -> dict[str, float]:
     return {"calls": 0, "input_tokens": 0, "output_tokens": 0, "tokens": 0, "cost": 0.0,
-            "retries": 0}
+            "retries": 0, "failed_requests": 0}
 
 
 def add_usage(total: dict[str, float], part: Mapping[str, Any] | None) -> dict[str, float]:
     if part:
-        for key in ("calls", "input_tokens", "output_tokens", "cost", "retries"):
-            total[key] += part.get(key, 0) or 0
+        for key in ("calls", "input_tokens", "output_tokens", "cost", "retries",
+                    "failed_requests"):
+            total[key] = total.get(key, 0) + (part.get(key, 0) or 0)
         total["tokens"] = total["input_tokens"] + total["output_tokens"]
     return total
+
+
+def usage_of(usage: Any) -> dict[str, float]:
+    """An ask's usage in the eval's keys: the engine's :class:`ponder.engine.answer.Usage`, or
+    its dict as a failed run's error carries it (``ponder_run``, ``cost_usd``)."""
+    def get(key: str) -> Any:
+        value = usage.get(key) if isinstance(usage, Mapping) else getattr(usage, key, 0)
+        return value or 0
+
+    return add_usage(empty_usage(), {
+        "calls": get("calls"), "input_tokens": get("input_tokens"),
+        "output_tokens": get("output_tokens"), "cost": get("cost_usd"),
+        "retries": get("retries"), "failed_requests": get("failed_requests")})
 
 
 @attrs.frozen

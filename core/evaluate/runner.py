@@ -47,6 +47,7 @@ from ponder.evaluate.results import (
     Prediction,
     add_usage,
     empty_usage,
+    usage_of,
 )
 from ponder.evaluate.store import NAMESPACE, EvalStore, now
 
@@ -434,12 +435,7 @@ def _lost_usage(run: Any) -> dict[str, float]:
     """What the executor counted for asks lost with their worker (it adds them to the services
     it was handed, :func:`ponder.evaluate.dispatch.driver_services`): calls, tokens, cost."""
     usage = getattr(getattr(run, "services", None), "usage", None)
-    lost = empty_usage()
-    if usage is not None:
-        add_usage(lost, {"calls": usage.calls, "input_tokens": usage.input_tokens,
-                         "output_tokens": usage.output_tokens, "cost": usage.cost_usd,
-                         "retries": usage.retries})
-    return lost
+    return empty_usage() if usage is None else usage_of(usage)
 
 
 def evaluate(system_or_config: Any, dataset: Any, metrics: Sequence[str] = ("contains",), *,

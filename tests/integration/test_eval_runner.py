@@ -95,6 +95,10 @@ def test_injected_faults_are_listed_not_zeroed(tmp_path: Path):
                    for i, f in failed.items() if i != "nosrc") == 2
         # the score is over the two that ran, both right: not 2/5
         assert result.scores["contains"] == {"mean": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n": 2}
+        # a failed ask still reports its run and the request the provider answered with a 500
+        served = [r for i, r in ((r.id, r) for r in result.failures) if i != "nosrc"]
+        assert all(r.run_id and r.usage["failed_requests"] == 1 for r in served)
+        assert result.usage["failed_requests"] == 2
         before = provider.stats()["requests"]
         # a rerun asks only the failed ones again (the provider no longer fails)
         again = evaluate(cfg, dataset, metrics=["contains"])
