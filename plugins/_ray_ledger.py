@@ -170,9 +170,13 @@ def read_journal(folder: str, tokens: list[str]) -> dict[str, list[Any]]:
 
 
 def remove_journal(folder: str) -> None:
-    import shutil
+    """Delete a map's journal folder; a folder that cannot be removed is left (it is in tmp)."""
+    import contextlib
 
-    shutil.rmtree(folder, ignore_errors=True)
+    from ponder.support.fileutils import smart_rmtree
+
+    with contextlib.suppress(OSError):
+        smart_rmtree(folder, aggressive=True)
 
 
 class _RequestWatch:
