@@ -7,11 +7,11 @@ stderr so ``ponder ask --json``'s stdout stays one JSON object. Needs ``ponder[t
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import attrs
 
 from ponder import hookimpl
+from ponder.plugins._otel import SDKExporter, require_sdk
 
 PONDER_PLUGIN_API = 1
 
@@ -24,24 +24,16 @@ class ConsoleSettings:
                               validator=attrs.validators.in_(("stderr", "stdout")))
 
 
-class ConsoleExporter:
+class ConsoleExporter(SDKExporter):
     """Each span as the SDK's ``ConsoleSpanExporter`` prints it (one JSON object per span)."""
 
     def __init__(self, settings: ConsoleSettings | None = None) -> None:
-        from ponder.plugins._otel import SDKExporter, require_sdk
-
         require_sdk("console")
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
         self.settings = settings or ConsoleSettings()
         out = sys.stdout if self.settings.stream == "stdout" else sys.stderr
-        self._sdk = SDKExporter(ConsoleSpanExporter(out=out))
-
-    def export(self, spans: Any, resource: dict[str, Any]) -> None:
-        self._sdk.export(spans, resource)
-
-    def shutdown(self) -> None:
-        self._sdk.shutdown()
+        super().__init__(ConsoleSpanExporter(out=out))
 
 
 @hookimpl

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from ponder import hookimpl
+from ponder.plugins._otel import SDKExporter, require_sdk
 from ponder.support.secrets import Secret
 
 PONDER_PLUGIN_API = 1
@@ -42,26 +43,17 @@ class OTLPSettings:
     timeout_s: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
 
 
-class OTLPExporter:
+class OTLPExporter(SDKExporter):
     """Spans as OTLP/HTTP protobuf to ``endpoint``."""
 
     def __init__(self, settings: OTLPSettings | None = None) -> None:
-        from ponder.plugins._otel import SDKExporter, require_sdk
-
         require_sdk("otlp")
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         self.settings = settings or OTLPSettings()
         headers = {k: v.reveal() for k, v in self.settings.headers.items()}
-        self._sdk = SDKExporter(OTLPSpanExporter(endpoint=self.settings.endpoint,
-                                                 headers=headers,
-                                                 timeout=self.settings.timeout_s))
-
-    def export(self, spans: Any, resource: dict[str, Any]) -> None:
-        self._sdk.export(spans, resource)
-
-    def shutdown(self) -> None:
-        self._sdk.shutdown()
+        super().__init__(OTLPSpanExporter(endpoint=self.settings.endpoint, headers=headers,
+                                          timeout=self.settings.timeout_s))
 
 
 @hookimpl
