@@ -18,8 +18,8 @@ attempted call with estimated prompt tokens (docs/executors.md).
 
 **Limits**: a limit spent stops the hand-out at once; items in flight finish (within their
 budget) or, at the deadline, are abandoned; what is queued is cancelled (``ray.cancel``).
-``[adapter] rpm``/``tpm`` live in one actor (:class:`RateLimiterActor`) that every worker and the
-driver ask before each request.
+``[adapter] rpm``/``tpm`` live in one actor (a :class:`ponder.engine.ratelimit.RateLimiter`)
+that every worker and the driver ask before each request.
 
 Config::
 
@@ -190,32 +190,8 @@ class PonderWorker:
             CURRENT_ITEM.reset(reset)
 
 
-class RateLimiterActor:
-    """The run's one :class:`ponder.engine.ratelimit.RateLimiter`, for every worker."""
-
-    def __init__(self, rpm: float | None, tpm: int | None, window_s: float = 60.0) -> None:
-        from ponder.engine.ratelimit import RateLimiter
-
-        self.limiter = RateLimiter(rpm, tpm, window_s=window_s)
-
-    def estimate(self, prompt_tokens: int) -> int:
-        return self.limiter.estimate(prompt_tokens)
-
-    def try_acquire(self, tokens: int) -> tuple[int | None, float]:
-        return self.limiter.try_acquire(tokens)
-
-    def settle(self, ticket: int | None, tokens: int | None) -> None:
-        self.limiter.settle(ticket, tokens)
-
-    def learn(self, prompt_estimate: int, actual_tokens: int) -> None:
-        self.limiter.learn(prompt_estimate, actual_tokens)
-
-    def stats(self) -> dict[str, Any]:
-        return self.limiter.stats()
-
-
 class RayRateLimiter:
-    """A client of the :class:`RateLimiterActor`, with the RateLimiter's methods; it pickles
+    """A client of the run's RateLimiter actor, with the RateLimiter's methods; it pickles
     (an actor handle), so the driver and every worker share the one actor."""
 
     def __init__(self, actor: Any) -> None:
@@ -342,8 +318,11 @@ class RayExecutor:
     def rate_limiter(self, rpm: float | None, tpm: int | None, *,
                      window_s: float = 60.0) -> Any:
         ray = self._ray()
-        actor = ray.remote(RateLimiterActor).options(num_cpus=0)
-        return RayRateLimiter(actor.remote(rpm, tpm, window_s))
+        from ponder.engine.ratelimit import RateLimiter
+
+        # the run's one RateLimiter, as an actor of its own: every worker asks it
+        actor = ray.remote(RateLimiter).options(num_cpus=0)
+        return RayRateLimiter(actor.remote(rpm, tpm, window_s=window_s))
 
     # --- map -------------------------------------------------------------------------------------
     def map(self, task: Callable[[int, Any], Any], items: Sequence[Any], *, services: Any,
