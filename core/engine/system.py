@@ -371,7 +371,7 @@ class System:
             chunk_tokens=chunk_tokens,
             # [optimize.prompts]: the demos/instructions a prompt optimizer compiled
             prompts=PromptState.from_config(self.config),
-            **self._executor_services(adapter_name, predictor_name, chunk_tokens),
+            **self.executor_services(adapter_name, predictor_name, chunk_tokens),
         )
         with recorder.guard(services, tracker, started, cache):
             with tracker.span("run", SpanType.RUN, run_id=run_id, strategy=strategy_name):
@@ -426,7 +426,7 @@ class System:
             self._executor = self.build("executor")
         return self._executor
 
-    def _executor_services(self, adapter_name: str, predictor_name: str,
+    def executor_services(self, adapter_name: str, predictor_name: str,
                            chunk_tokens: int | None) -> dict[str, Any]:
         """The executor, the rate limiter and (for an executor with worker processes) the
         :class:`ponder.engine.remote.WorkerSpec` a run's services are built with."""

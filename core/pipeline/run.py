@@ -532,7 +532,7 @@ def run_pipeline(plan: Plan, system: Any, *, sources: Sequence[str] | Any = (),
     # the run's [adapter] rpm/tpm limiter and [executor]; an executor whose workers are other
     # processes (ray) builds each item's module from the run's predictor and adapter, not from
     # a stage's own, so a pipeline's maps stay on this process's threads under it
-    shared = system._executor_services(adapter_name, system.config.predictor.name or "predict",
+    shared = system.executor_services(adapter_name, system.config.predictor.name or "predict",
                                        None)
     if shared.get("worker_spec") is not None:
         log.info("pipeline: stage maps run on threads here (the %s executor's workers cannot "
