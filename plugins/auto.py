@@ -350,6 +350,12 @@ class AutoStrategy:
             strategy = _make(services, "map_reduce", self.settings.map_reduce)
         chunks = strategy.plan_chunks(question, context, services)
         n = len(chunks)
+        if name == "map_reduce" and getattr(strategy, "reads_in_one_call", None) is not None \
+                and strategy.reads_in_one_call(question, context, services):
+            tokens = sum(c.tokens for c in chunks) + prompt_overhead(answer_signature()) + asked
+            return {"strategy": name, "chunks": n, "calls_min": 1, "calls_max": 1,
+                    "formula": "map_reduce: 1 (the context fits one call: read and answered in "
+                               "it)", "prompt_tokens": tokens, "waves": 1}
         overhead = prompt_overhead(extract_signature()) + asked
         tokens = sum(c.tokens for c in chunks) + n * overhead
         levels = max(1, math.ceil(math.log(max(n, 2), fan_in)))

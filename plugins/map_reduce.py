@@ -13,13 +13,20 @@ answer is left; a group also closes early when its findings would not fit the wi
 exceeds it; one finding still goes through one combine call, so the answer is phrased for the
 question (see :mod:`ponder.plugins._common`).
 
+**One call when it fits.** With ``single_read`` (the default) and no chunk size asked for, a
+context whose rendered text fits the room one ``answer`` call leaves (the window less the reply
+and the instructions) is one chunk, read and answered in that call, as ``direct`` does: the
+extract call and the combine call would read the same text in two rounds. The same holds when a
+configured chunk size gives one chunk. ``single_read = false`` keeps extract + combine.
+
 **LM calls**, for ``n`` chunks of which ``m`` found something (all ``n`` without ``skip_empty``)
 and fan-in ``k``, when nothing fails and no window split happens::
 
     calls = n + R(m),   R(m) = sum(ceil(m / k**i) for i in 1..L),  L = max(1, ceil(log_k m)),
     R(0) = 0 (nothing found: the draft says so without a combine call)
 
-For example n = 27, m = 1: 27 + 1 = 28 calls; n = 27, m = 27, k = 3: 27 + 9 + 3 + 1 = 40.
+For example n = 27, m = 1: 27 + 1 = 28 calls; n = 27, m = 27, k = 3: 27 + 9 + 3 + 1 = 40;
+n = 1 with ``single_read``: 1 call.
 
 **Limits.** When a limit (cost, tokens, time) stops the run, the chunks not read are listed as
 failures, no combine call is made, and the draft holds the findings so far under a note saying
@@ -42,6 +49,7 @@ Config example::
     # fan_in = 8              # findings combined per reduce call
     # top_k = 20              # with a retriever: read only the 20 best chunks
     # skip_empty = true       # drop chunk results that found nothing before reducing
+    # single_read = true      # a context that fits one call: answered in that call
 """
 
 from __future__ import annotations
@@ -69,6 +77,8 @@ class MapReduceSettings:
     top_k: int | None = attrs.field(default=None, validator=_optional_positive)
     #: drop chunk results that found nothing before the reduce
     skip_empty: bool = True
+    #: a context that fits one call is read and answered in that call (as ``direct`` does)
+    single_read: bool = True
 
 
 class MapReduceStrategy:
@@ -78,16 +88,40 @@ class MapReduceStrategy:
         self.settings = settings or MapReduceSettings()
 
     def plan_chunks(self, question: str, context: Any, services: Any) -> list[Any]:
-        """The chunks this strategy would read for ``question`` (before retrieval)."""
+        """The chunks this strategy would read for ``question`` (before retrieval): one when
+        :meth:`reads_in_one_call`, else chunks of the configured or default size."""
         from ponder.context.chunking import chunk_context
         from ponder.plugins._common import prompt_room, require_room, resolve_chunk_tokens
         from ponder.plugins._signatures import extract_signature
 
+        whole = self._whole_room(question, context, services)
+        if whole is not None:
+            return chunk_context(context, chunk_tokens=whole)
         room = require_room(prompt_room(services, extract_signature(), question), "a chunk",
                             services)
         chunk_tokens = resolve_chunk_tokens(services, self.settings.chunk_tokens, room)
         overlap = min(self.settings.overlap_tokens, chunk_tokens // 2)
         return chunk_context(context, chunk_tokens=chunk_tokens, overlap_tokens=overlap)
+
+    def _whole_room(self, question: str, context: Any, services: Any) -> int | None:
+        """The answer prompt's room when the whole context fits it and no chunk size was asked
+        for (setting or ``--chunk-tokens``); else None."""
+        if (not self.settings.single_read or self.settings.chunk_tokens
+                or services.chunk_tokens or self.settings.top_k):
+            return None
+        from ponder.plugins._common import prompt_room, rendered_tokens
+        from ponder.plugins._signatures import answer_signature
+
+        room = prompt_room(services, answer_signature(), question)
+        return room if 0 < rendered_tokens(context.documents) <= room else None
+
+    def reads_in_one_call(self, question: str, context: Any, services: Any) -> bool:
+        """Whether :meth:`run` answers in a single call: the chunking gives one chunk (the
+        context fits one call, or one chunk of the configured size) and ``single_read`` is on.
+        The plan (``ponder ask --dry-run``) counts 1 call then."""
+        if not self.settings.single_read:
+            return False
+        return len(self.plan_chunks(question, context, services)) == 1
 
     def run(self, question: str, context: Any, services: Any) -> Any:
         from ponder.engine.answer import Draft
@@ -113,6 +147,8 @@ class MapReduceStrategy:
             total = len(chunks)
             selected = self._retrieve(question, chunks, services)
             span.attributes.update(chunks=total, selected=len(selected))
+            if settings.single_read and total == 1:
+                return self._read_one(question, chunks[0], services)
 
             def extract_one(_: int, chunk: Any) -> ChunkResult:
                 prediction = services.predict(signature, role="map", question=question,
@@ -169,6 +205,35 @@ class MapReduceStrategy:
             largest_prompt_tokens=services.largest_prompt_tokens,
             read=read,
             evidence=evidence,
+        )
+
+    def _read_one(self, question: str, chunk: Any, services: Any) -> Any:
+        """One chunk: one ``answer`` call over it, as ``direct`` makes, instead of an extract
+        call and a combine call (a round and a call fewer, the same text read). A failed call
+        is listed in the draft's failures, as a failed map call is."""
+        from ponder.engine.answer import Draft
+        from ponder.plugins._common import evidence_lines, nothing_read, read_spans
+        from ponder.plugins._signatures import answer_signature
+
+        signature = answer_signature()
+
+        def answer_one(_: int, item: Any) -> str:
+            prediction = services.predict(signature, role="answer", question=question,
+                                          context=item.render())
+            return str(prediction.answer or "").strip()
+
+        batch = services.map(answer_one, [chunk], label="read")
+        failures = [attrs.evolve(f, index=chunk.index) for f in batch.failed]
+        text = batch.results[0] if batch.results else nothing_read(1, failures, services)
+        return Draft(
+            text=text,
+            failures=failures,
+            chunks_total=1,
+            chunks_read=batch.succeeded,
+            strategy=self.name,
+            largest_prompt_tokens=services.largest_prompt_tokens,
+            read=read_spans([chunk]) if batch.results else [],
+            evidence=evidence_lines(text, [chunk]) if batch.results and text else [],
         )
 
     def _retrieve(self, question: str, chunks: list[Any], services: Any) -> list[Any]:

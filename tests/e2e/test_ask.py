@@ -190,7 +190,8 @@ def test_diff_from_stdin(tmp_path):
                       "What is MAGIC_PORT?", "--json"], input=diff)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert "48213" in data["answer"] and data["usage"]["calls"] == 2
+    # the diff fits one call: map_reduce reads and answers it in that call (single_read)
+    assert "48213" in data["answer"] and data["usage"]["calls"] == 1
 
 
 def test_diff_without_input_is_a_usage_error(tmp_path):

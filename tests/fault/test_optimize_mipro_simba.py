@@ -206,8 +206,10 @@ def test_the_dry_run_estimate_counts_the_optimizers_own_calls(
         tmp_path: Path, strategy: str, optimizer: str, extra: str, own: int) -> None:
     with landscape_dir(tmp_path, optimizer, needs="both", extra=extra) as (work, provider):
         config = (work / "ponder.toml").read_text()
-        (work / "ponder.toml").write_text(config.replace('name = "direct"',
-                                                         f'name = "{strategy}"'))
+        # map_reduce with single_read off: Extract and Combine even over a small context
+        strategy_line = (f'name = "{strategy}"' if strategy != "map_reduce"
+                         else 'name = "map_reduce"\nsingle_read = false')
+        (work / "ponder.toml").write_text(config.replace('name = "direct"', strategy_line))
         out = optimize("--optimizer", optimizer, "--trials", "12", "--dry-run")
         estimate = out["estimate"]
         assert estimate["optimizer_calls"] == own
@@ -275,8 +277,8 @@ def test_simba_writes_a_rule_for_each_signature_map_reduce_calls(tmp_path: Path)
     extra = SIMBA.replace("max_steps = 3", "max_steps = 6")
     with landscape_dir(tmp_path, "simba", needs="instruction", extra=extra) as (work, provider):
         config = (work / "ponder.toml").read_text()
-        (work / "ponder.toml").write_text(config.replace('name = "direct"',
-                                                         'name = "map_reduce"'))
+        (work / "ponder.toml").write_text(config.replace(
+            'name = "direct"', 'name = "map_reduce"\nsingle_read = false'))
         out = optimize("--optimizer", "simba", "--trials", "24", "--name", "mr", "--seed", "0",
                        "--out", "best.toml")
         assert out["spent"]["calls"] == provider.stats()["requests"]

@@ -330,6 +330,67 @@ def test_map_reduce_with_nothing_relevant_makes_no_combine_call(tmp_path: Path) 
     assert calls_with(services, "partial_answers") == []
 
 
+def _small_codebase(tmp_path: Path) -> tuple[Context, str, int]:
+    """Two short files, the needle in one: the whole context fits one call of WINDOW."""
+    root = tmp_path / "small"
+    root.mkdir()
+    (root / "a.py").write_text("def helper():\n    return 1\n")
+    (root / "b.py").write_text("import os\n\nMAGIC_PORT = 48213\n")
+    return load_sources([str(root)]), "b.py", 3
+
+
+def test_map_reduce_answers_a_context_that_fits_one_call_in_that_call(tmp_path: Path) -> None:
+    context, path, line = _small_codebase(tmp_path)
+    services = make_services(oracle_rules(path, line))
+    mr = strategy("map_reduce")
+    assert len(mr.plan_chunks(QUESTION, context, services)) == 1
+    assert mr.reads_in_one_call(QUESTION, context, services)
+    draft = mr.run(QUESTION, context, services)
+    assert_cites_needle(draft.text, context, path, line)
+    # one answer call over everything: no extract call, no combine call
+    assert len(services.lm.calls) == 1
+    assert calls_with(services, "relevant_info") == calls_with(services, "partial_answers") == []
+    assert draft.strategy == "map_reduce" and draft.chunks_total == draft.chunks_read == 1
+    assert {span[0] for span in draft.read} == {"a.py", "b.py"}
+    # the plan counts what the run makes
+    auto = strategy("auto")
+    figures = auto.plan_for("map_reduce", mr, QUESTION, context, services)
+    assert figures["calls_min"] == figures["calls_max"] == 1 and figures["waves"] == 1
+
+
+def test_map_reduce_single_read_off_keeps_extract_and_combine(tmp_path: Path) -> None:
+    context, path, line = _small_codebase(tmp_path)
+    services = make_services(oracle_rules(path, line))
+    mr = strategy("map_reduce", single_read=False)
+    assert len(mr.plan_chunks(QUESTION, context, services)) == 1
+    assert not mr.reads_in_one_call(QUESTION, context, services)
+    draft = mr.run(QUESTION, context, services)
+    assert_cites_needle(draft.text, context, path, line)
+    assert len(calls_with(services, "relevant_info")) == 1
+    assert len(calls_with(services, "partial_answers")) == 1 == len(services.lm.calls) - 1
+
+
+def test_map_reduce_one_chunk_of_a_configured_size_is_one_call(tmp_path: Path) -> None:
+    context, path, line = _small_codebase(tmp_path)
+    services = make_services(oracle_rules(path, line))
+    mr = strategy("map_reduce", chunk_tokens=200)  # the whole context is one 200-token chunk
+    assert mr.reads_in_one_call(QUESTION, context, services)
+    draft = mr.run(QUESTION, context, services)
+    assert_cites_needle(draft.text, context, path, line)
+    assert len(services.lm.calls) == 1
+
+
+def test_map_reduce_single_read_that_fails_is_a_listed_failure(tmp_path: Path) -> None:
+    context, _path, _line = _small_codebase(tmp_path)
+    # no rule matches and there is no default reply: the scripted LM raises on the call
+    rules = [{"pattern": r"never-in-a-prompt", "reply": {"answer": "x"}}]
+    services = make_services(rules)
+    draft = strategy("map_reduce").run(QUESTION, context, services)
+    assert draft.chunks_read == 0 and [f.index for f in draft.failures] == [0]
+    assert draft.text.startswith("No answer: none of the 1 chunks could be read")
+    assert draft.read == [] and draft.evidence == []
+
+
 # --- iterative --------------------------------------------------------------------------------
 def test_iterative_reads_chunks_in_order_then_answers(codebase) -> None:
     context, path, line = codebase
@@ -380,12 +441,13 @@ def test_iterative_truncates_long_notes_to_fit(codebase) -> None:
 def test_hierarchical_answers_per_section_then_combines(codebase) -> None:
     context, path, line = codebase
     services = make_services(oracle_rules(path, line))
-    h = strategy("hierarchical", section_chunks=4)
+    # each section through extract + combine (single_read off: the formula below is that one's)
+    h = strategy("hierarchical", section_chunks=4, sub_settings={"single_read": False})
     sections = hierarchical.plan_sections(context.documents, h.section_budget(QUESTION, services))
     assert len(sections) > len({p.split("/")[0] for p in (d.path for d in context.documents)})
     # every document in exactly one section, in order
     assert [d.path for s in sections for d in s.documents] == [d.path for d in context.documents]
-    mr = strategy("map_reduce")
+    mr = strategy("map_reduce", single_read=False)
     n_s = [len(mr.plan_chunks(QUESTION, Context(list(s.documents)), services)) for s in sections]
     draft = h.run(QUESTION, context, services)
     assert_cites_needle(draft.text, context, path, line)
@@ -405,11 +467,12 @@ def test_hierarchical_combines_several_sections_window_safely(codebase) -> None:
                                                              "confidence": "low"}},
         {"pattern": r"`partial_answers`(?!.*48213)", "reply": {"answer": "helpers only"}},))
     services = make_services(rules)
-    h = strategy("hierarchical", section_chunks=4, fan_in=3, sub_settings={"fan_in": 3})
+    h = strategy("hierarchical", section_chunks=4, fan_in=3,
+                 sub_settings={"fan_in": 3, "single_read": False})
     sections = hierarchical.plan_sections(context.documents, h.section_budget(QUESTION, services))
     draft = h.run(QUESTION, context, services)
     assert_cites_needle(draft.text, context, path, line)
-    mr = strategy("map_reduce", fan_in=3)
+    mr = strategy("map_reduce", fan_in=3, single_read=False)
     n_s = [len(mr.plan_chunks(QUESTION, Context(list(s.documents)), services)) for s in sections]
     expected = sum(n + _common.reduce_calls(n, 3) for n in n_s) + _common.reduce_calls(
         len(sections), 3)
