@@ -22,6 +22,7 @@ from ponder.cli.plugins import add_plugins_command
 from ponder.cli.runs import add_runs_command
 from ponder.cli.sessions import add_sessions_commands
 from ponder.errors import PonderError
+from ponder.support import gcpause
 
 add_ask_commands(cli)
 add_plugins_command(cli)
@@ -38,7 +39,15 @@ add_chat_commands(cli)
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     args = sys.argv[1:] if argv is None else list(argv)
-    as_json = wants_json(args)
+    gcpause.pause()  # until the run's services exist (see ponder.support.gcpause)
+    try:
+        return _run(args, wants_json(args))
+    finally:
+        gcpause.end()
+
+
+def _run(args: list[str], as_json: bool) -> int:
+    """The command, with every error reported in ponder's words (and as JSON with --json)."""
     try:
         # Without standalone mode click returns ctx.exit()'s code instead of raising it.
         result = cli.main(args=args, prog_name="ponder", standalone_mode=False)

@@ -53,6 +53,7 @@ from ponder.engine.metering import (
 )
 from ponder.engine.ratelimit import take_ticket
 from ponder.kernel.kinds import ModelInfo
+from ponder.support import gcpause
 from ponder.support.observability import SpanType, Tracker, track
 from ponder.support.results import BatchResult, ChunkResult, FailedChunk
 from ponder.support.retry import RetryPolicy, call_with_retry, reached_provider
@@ -91,6 +92,8 @@ class Services:
         prompts: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if lm is not None:  # the console's start-up is over: imports done, the LM built
+            gcpause.resume()  # (a plan's services have no LM: it is not over yet)
         self.lm = lm
         self.model_info = model_info
         self.predictor = predictor
