@@ -208,6 +208,8 @@ def run_one(tool: str, strategy: str, haystack: Path, provider: Any, *, config: 
         "tool": tool, "strategy": strategy, "exit_code": proc.returncode,
         "wall_s": wall,
         "first_request_s": (min(t for t, _ in log) - started) if log else None,
+        # from the last reply leaving the provider (arrival + its fixed latency) to the exit
+        "after_last_reply_s": (started + wall - max(t for t, _ in log) - latency) if log else None,
         "requests": requests, "provider_requests": stats["requests"],
         "failures": {k: v for k, v in stats["failures"].items() if v},
         "prompt_chars": sum(chars for _, chars in log),
@@ -241,8 +243,8 @@ def _haystack(size: int, root: Path) -> Path:
 
 
 def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("wall_s", "first_request_s", "requests", "prompt_chars", "max_in_flight",
-            "cpu_ms_per_request", "peak_rss_mb")
+    keys = ("wall_s", "first_request_s", "after_last_reply_s", "requests", "prompt_chars",
+            "max_in_flight", "cpu_ms_per_request", "peak_rss_mb")
     out: dict[str, Any] = {}
     for key in keys:
         values = [r[key] for r in rows if r.get(key) is not None]
@@ -312,6 +314,7 @@ def render(doc: dict[str, Any]) -> str:
         for tool, agg in s.items():
             rows.append([size, item["strategy"], tool, fmt_range(agg["wall_s"], digits=2),
                          fmt_range(agg["first_request_s"], digits=2),
+                         fmt_range(agg["after_last_reply_s"], digits=2),
                          fmt_range(agg["requests"], digits=0),
                          fmt_range(agg["prompt_chars"], digits=0),
                          fmt_range(agg["max_in_flight"], digits=0),
@@ -321,10 +324,12 @@ def render(doc: dict[str, Any]) -> str:
         if "peer" in s:
             p, q = s["ponder"], s["peer"]
             rows.append([size, item["strategy"], "ratio", _ratio(p, q, "wall_s"),
-                         _ratio(p, q, "first_request_s"), _ratio(p, q, "requests"),
+                         _ratio(p, q, "first_request_s"), _ratio(p, q, "after_last_reply_s"),
+                         _ratio(p, q, "requests"),
                          _ratio(p, q, "prompt_chars"), "", _ratio(p, q, "cpu_ms_per_request"),
                          _ratio(p, q, "peak_rss_mb"), ""])
-    headers = ["size", "strategy", "tool", "wall s", "1st req s", "requests", "prompt chars",
+    headers = ["size", "strategy", "tool", "wall s", "1st req s", "after last reply s",
+               "requests", "prompt chars",
                "in flight", "CPU ms/req", "RSS MB", "correct"]
     p = doc["parameters"]
     return table(headers, rows, title=(

@@ -37,13 +37,14 @@ add_chat_commands(cli)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point."""
+    """Console-script entry point (``argv``: the arguments, for a caller in the same process)."""
     args = sys.argv[1:] if argv is None else list(argv)
     gcpause.pause()  # until the run's services exist (see ponder.support.gcpause)
     try:
         return _run(args, wants_json(args))
     finally:
-        gcpause.end()
+        # no argv: the console script (or python -m ponder), and the process ends next
+        gcpause.exiting() if argv is None else gcpause.end()
 
 
 def _run(args: list[str], as_json: bool) -> int:

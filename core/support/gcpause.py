@@ -11,7 +11,10 @@ the run itself never walk them again. Reference counting frees everything else a
 only cycles wait, and only until the first request is about to leave. Pausing is for the
 console process only (``ponder.cli.main``), never at import, so a program or a test suite that
 imports ponder keeps its collector; and :func:`end` (the entry point's last step) unfreezes, so
-``main()`` called in a long-lived process leaves nothing in the permanent generation.
+``main()`` called in a long-lived process leaves nothing in the permanent generation. The console
+script itself ends with :func:`exiting` instead: the interpreter's last collection at exit walks
+every object not frozen, 0.15–0.2 s after a run (measured after the last reply: 0.27 s with the
+objects unfrozen, 0.06 s frozen), for memory the process is about to give back anyway.
 """
 
 from __future__ import annotations
@@ -53,3 +56,10 @@ def end() -> None:
         if _frozen:
             _frozen = False
             gc.unfreeze()
+
+
+def exiting() -> None:
+    """Resume if still paused and freeze everything: the process ends next, and the collection
+    the interpreter makes at exit then has nothing to walk."""
+    resume()
+    gc.freeze()

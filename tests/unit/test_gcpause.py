@@ -42,6 +42,15 @@ def test_main_leaves_the_collector_as_it_found_it(capsys) -> None:
     assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
+def test_exiting_resumes_and_freezes_everything() -> None:
+    gcpause.pause()
+    try:
+        gcpause.exiting()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_building_services_resumes_a_paused_collector() -> None:
     from ponder.engine.services import Services
     from ponder.plugins.scripted import ScriptedAdapter, ScriptedSettings
