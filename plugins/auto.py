@@ -16,7 +16,9 @@ The rule, in order:
    bm25 retriever when ``bm25s`` is installed) and the context is more than
    ``retrieval_min_chunks`` retrieval chunks → **retrieval first**: when the question names code
    identifiers (``MAGIC_PORT``, ``handshake_timeout``), the chunks holding them verbatim are read
-   first (no index at all, when there are at most ``max(retrieval_top_k)`` of them); then
+   first (no index at all, when there are at most ``max(retrieval_top_k)`` of them; only the
+   documents whose raw text names one are chunked for this, see :meth:`AutoStrategy.exact_first`);
+   then
    ``retrieve_then_read`` with ``top_k`` = each of ``retrieval_top_k`` in turn (8, then 32), the
    hits read in as few calls as fit; an answer that says nothing was found widens to the next
    round, and after the last one the full map below runs;
@@ -123,7 +125,8 @@ class Choice:
     reason: str
     #: retrieval first: ``(make, name)``, a retriever not built yet (None: the full path only)
     retriever: Any = None
-    #: retrieval first: the retrieval chunks' count
+    #: retrieval first: the retrieval chunks' count, or a lower bound of it (the reason says
+    #: ``≥``) when the size alone showed it is over ``retrieval_min_chunks``
     retrieval_chunks: int = 0
     #: retrieval first: the size part of the reason, for the full map's choice if it comes to it
     size: str = ""
@@ -138,6 +141,19 @@ _IDENTIFIER = re.compile(r"\b(?:[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+|[a-z]+[A-Z][A
 def identifiers(question: str) -> list[str]:
     """The code identifiers ``question`` names, in order, each once."""
     return list(dict.fromkeys(m.group(0) for m in _IDENTIFIER.finditer(question)))
+
+
+def naming_documents(context: Any, names: list[str]) -> list[Any]:
+    """The documents whose raw text holds one of ``names`` verbatim, in order."""
+    return [doc for doc in context.documents if any(name in doc.text for name in names)]
+
+
+def _subcontext(context: Any, documents: list[Any]) -> Any:
+    """A Context of some of ``context``'s documents (the same objects: same paths, first lines,
+    texts), for chunking just those."""
+    from ponder.context.documents import Context
+
+    return Context(documents, sources=list(context.sources))
 
 
 def directory_count(documents: Any) -> int:
@@ -167,17 +183,21 @@ def available_retriever(services: Any) -> tuple[Any, str | None, str]:
 
 class AutoStrategy:
     name = "auto"
+    #: the exact round scans the documents' raw text for the identifiers and chunks only the
+    #: documents naming them (False: it chunks the whole context first, the path before the scan;
+    #: kept so tests and ``bench/auto_prescan.py`` can compare the two)
+    prescan = True
 
     def __init__(self, settings: AutoSettings | None = None) -> None:
         self.settings = settings or AutoSettings()
 
     def choose(self, question: str, context: Any, services: Any) -> Choice:
         """The rule from the module docstring, with the numbers it used."""
-        from ponder.plugins._common import prompt_room, rendered_tokens
+        from ponder.plugins._common import context_tokens, prompt_room
         from ponder.plugins._signatures import answer_signature
 
         s = self.settings
-        tokens = rendered_tokens(context.documents)
+        tokens = context_tokens(context)
         room = prompt_room(services, answer_signature(), question)
         size = f"context ≈ {tokens:,} tokens"
         if tokens <= room:
@@ -187,21 +207,40 @@ class AutoStrategy:
             retriever, name, why = available_retriever(services)
             if retriever is not None:
                 reader = _make(services, "retrieve_then_read", s.retrieve_then_read)
-                count = len(reader.plan_chunks(question, context, services))
+                count, exact = self.retrieval_count(reader, question, context, services, tokens)
                 if count > s.retrieval_min_chunks:
                     # the full map is planned only if retrieval finds nothing (cutting a large
                     # context into map chunks is work a found answer does not need)
                     steps = ", then ".join(str(k) for k in s.retrieval_top_k)
                     return Choice("map_reduce",
                                   f"{size}; a lookup question (no aggregation wording): {name} "
-                                  f"top-{steps} of {count:,} chunks first, widening when "
-                                  "nothing is found, then the full map",
+                                  f"top-{steps} of {'' if exact else '≥ '}{count:,} chunks "
+                                  "first, widening when nothing is found, then the full map",
                                   retriever=(retriever, name), retrieval_chunks=count,
                                   size=size)
             else:
                 full = self.full_map(question, context, services, size)
                 return Choice(full.strategy, f"{full.reason} (retrieval first skipped: {why})")
         return self.full_map(question, context, services, size)
+
+    def retrieval_count(self, reader: Any, question: str, context: Any, services: Any,
+                        tokens: int) -> tuple[int, bool]:
+        """``(count, exact)``: the retrieval chunks of ``context``, or a lower bound of them when
+        that already decides rule 3 (more than ``retrieval_min_chunks``).
+
+        Cutting 20 MB into ~7,000 retrieval chunks takes seconds, and a lookup the exact round
+        answers never needs them. The bound is sound: a chunk renders to at most ``chunk_tokens
+        * CHARS_PER_TOKEN`` characters and its pieces render to at least as many characters as
+        their documents whole, which ``tokens`` (:func:`rendered_tokens`, separators included)
+        bounds from below."""
+        from ponder.context.tokens import CHARS_PER_TOKEN
+
+        chunk_tokens, _overlap = reader.chunk_sizes(question, services)
+        chars = tokens * CHARS_PER_TOKEN - (CHARS_PER_TOKEN - 1) - 2 * len(context.documents)
+        floor = max(chars, 0) // (chunk_tokens * CHARS_PER_TOKEN)
+        if floor > self.settings.retrieval_min_chunks:
+            return floor, False
+        return len(reader.plan_chunks(question, context, services)), True
 
     def full_map(self, question: str, context: Any, services: Any, size: str) -> Choice:
         """The full map's delegate (rules 2 and 4) and its reason."""
@@ -260,34 +299,61 @@ class AutoStrategy:
                     path: list[str]) -> Any:
         """The exact round: when the question names identifiers (``MAGIC_PORT``,
         ``handshake_timeout``), the retrieval chunks holding them verbatim, read like a
-        retriever's hits; None when there are none, too many, or the read finds nothing."""
+        retriever's hits; None when there are none, too many, or the read finds nothing.
+
+        The documents' raw text is scanned for the names first (:func:`naming_documents`, a
+        substring test: 20 MB in milliseconds) and only the documents naming one are chunked,
+        as a Context of their own: a document's pieces do not depend on its neighbours, so the
+        chunks hold the same lines with the same numbers as the whole context's chunking would,
+        without the seconds that cutting 20 MB into ~7,000 chunks takes. Those chunks are what
+        the reader considers, so the draft's ``chunks_total`` counts them, and the path says so
+        (``exact MAGIC_PORT: 1 chunk(s), found (1 of 1,437 documents name it; only they were
+        chunked: 3 chunks)`` on bench/peer.py's 20 MB haystack). A chunk can differ from the
+        whole chunking's in which pieces of *other* documents share it (small documents are
+        packed together): here those are only documents that name an identifier too. When no
+        document names one the round ends without chunking; when more than
+        ``max(retrieval_top_k)`` do, the whole context is chunked as before (the ranking rounds
+        need those chunks anyway)."""
         from ponder.plugins._common import says_nothing
 
         names = identifiers(question)
         if not names:
             return None
         reader = _make(services, "retrieve_then_read", self.settings.retrieve_then_read)
-        chunks = reader.plan_chunks(question, context, services)
+        limit = max(self.settings.retrieval_top_k)
+        shown = ", ".join(names)
+        scope, scanned = context, ""
+        if self.prescan:
+            documents = naming_documents(context, names)
+            if not documents:
+                path.append(f"exact {shown}: in none of the {len(context.documents):,} "
+                            "documents → ranking")
+                return None
+            if len(documents) <= limit:
+                scope = _subcontext(context, documents)
+        chunks = reader.plan_chunks(question, scope, services)
+        if scope is not context:
+            scanned = (f" ({len(scope.documents)} of {len(context.documents):,} documents name "
+                       f"{'it' if len(names) == 1 else 'one'}; only they were chunked: "
+                       f"{len(chunks):,} chunks)")
         scored = []
         for chunk in chunks:
             texts = [piece.text for piece in chunk.pieces]
             hit = sum(1 for name in names if any(name in text for text in texts))
             if hit:
                 scored.append((-hit, chunk.index, chunk))
-        limit = max(self.settings.retrieval_top_k)
-        shown = ", ".join(names)
         if not scored or len(scored) > limit:
             path.append(f"exact {shown}: {len(scored)} chunks, "
-                        + ("none" if not scored else f"more than {limit}") + " → ranking")
+                        + ("none" if not scored else f"more than {limit}") + f"{scanned} → ranking")
             return None
         hits = [chunk for _, _, chunk in sorted(scored)]
         reader.retrieve = lambda _q, _chunks, _services: hits  # the exact hits, best first
-        draft = reader.run(question, context, services)
+        draft = reader.run(question, scope, services)
         if services.stopped_by is not None or not says_nothing(draft.text):
             outcome = "found" if draft.chunks_read else "could not be read"
-            path.append(f"exact {shown}: {len(hits)} chunk(s), {outcome}")
+            path.append(f"exact {shown}: {len(hits)} chunk(s), {outcome}{scanned}")
             return draft
-        path.append(f"exact {shown}: {len(hits)} chunk(s), nothing found")
+        path.append(f"exact {shown}: {len(hits)} chunk(s), nothing found{scanned}")
         return None
 
     # --- plans (``ponder ask --dry-run``; see ponder.engine.plan) -------------------------------
@@ -303,17 +369,20 @@ class AutoStrategy:
                                 options=options)
         figures["reason"] = choice.reason
         if choice.retriever is not None:
-            reads = len(self.settings.retrieval_top_k)
+            exact, note = self.plan_exact(question, context)
+            reads = len(self.settings.retrieval_top_k) + exact
+            rounds = f"the exact round + {reads - 1} ranking" if exact else f"{reads}"
             figures.update(
                 strategy=f"auto → retrieval first (bm25 top-{self.settings.retrieval_top_k[0]}),"
                          f" else {choice.strategy}",
                 calls_min=1, calls_max=figures["calls_max"] + reads,
-                formula=f"retrieval: 1 read call per round, {reads} round(s) at most; if "
+                formula=f"retrieval: 1 read call per round, {rounds} round(s) at most; if "
                         f"nothing is found: {figures['formula']}",
                 waves_min=1, waves=figures["waves"] + reads)
-            figures.setdefault("notes", []).append(
-                "retrieval first usually ends after one call; the upper figures are the "
-                "full map's")
+            figures.setdefault("notes", []).extend(
+                [*([note] if note else []),
+                 "retrieval first usually ends after one call; the upper figures are the "
+                 "full map's"])
         else:
             figures["strategy"] = f"auto → {choice.strategy}"
         if self.settings.follow_up and choice.strategy != "direct":
@@ -321,13 +390,33 @@ class AutoStrategy:
             figures["formula"] += " (+1 follow-up read when the answer names something unresolved)"
         return figures
 
+    def plan_exact(self, question: str, context: Any) -> tuple[int, str]:
+        """``(calls, note)`` of the exact round for a plan: 1 when it will read (the question
+        names identifiers that a document holds), with what the raw-text scan found; the scan is
+        the run's own and costs milliseconds, so the plan can say it."""
+        names = identifiers(question)
+        if not names:
+            return 0, ""
+        shown = ", ".join(names)
+        if not self.prescan:
+            return 1, f"exact round: the chunks naming {shown} are read first"
+        found = len(naming_documents(context, names))
+        if not found:
+            return 0, f"exact round: no document names {shown}; bm25 ranks first"
+        limit = max(self.settings.retrieval_top_k)
+        if found > limit:
+            return 1, (f"exact round: {found:,} documents name {shown} (more than {limit}): "
+                       "the whole context is chunked to find the chunks holding it")
+        return 1, (f"exact round: {found} of {len(context.documents):,} documents name {shown}; "
+                   "only they are chunked, and the chunks naming it are read first")
+
     def plan_for(self, name: str, strategy: Any, question: str, context: Any, services: Any,
                  *, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Chunks, calls (min/max), formula, prompt tokens and sequential rounds of the
         first-party strategy ``name`` over ``context`` (no call is made)."""
         import math
 
-        from ponder.plugins._common import prompt_overhead, reduce_calls, rendered_tokens
+        from ponder.plugins._common import context_tokens, prompt_overhead, reduce_calls
         from ponder.plugins._signatures import answer_signature, extract_signature
 
         concurrency = max(1, int(getattr(services, "concurrency", 1) or 1))
@@ -335,7 +424,7 @@ class AutoStrategy:
         fan_in = int(getattr(settings, "fan_in", 8) or 8)
         asked = -(-len(question) // 4)
         if name == "direct":
-            tokens = rendered_tokens(context.documents) + prompt_overhead(answer_signature())
+            tokens = context_tokens(context) + prompt_overhead(answer_signature())
             return {"strategy": name, "chunks": 1, "calls_min": 1, "calls_max": 1,
                     "formula": "direct: 1", "prompt_tokens": tokens + asked, "waves": 1}
         if name == "follow_up":
@@ -419,7 +508,7 @@ class AutoStrategy:
                     path.append(f"top-{top_k}: found")
                     return draft, path
                 path.append(f"top-{top_k}: nothing found")
-                if top_k >= choice.retrieval_chunks:
+                if top_k >= draft.chunks_total:  # every chunk was read: no wider round
                     break
         finally:
             services.retriever = saved[0]

@@ -109,11 +109,11 @@ class MapReduceStrategy:
         if (not self.settings.single_read or self.settings.chunk_tokens
                 or services.chunk_tokens or self.settings.top_k):
             return None
-        from ponder.plugins._common import prompt_room, rendered_tokens
+        from ponder.plugins._common import fits_rendered, prompt_room
         from ponder.plugins._signatures import answer_signature
 
         room = prompt_room(services, answer_signature(), question)
-        return room if 0 < rendered_tokens(context.documents) <= room else None
+        return room if fits_rendered(context, room) else None
 
     def reads_in_one_call(self, question: str, context: Any, services: Any) -> bool:
         """Whether :meth:`run` answers in a single call: the chunking gives one chunk (the

@@ -89,16 +89,22 @@ class RetrieveThenReadStrategy:
         return require_room(prompt_room(services, answer_signature(), question),
                             "the retrieved chunks", services)
 
-    def plan_chunks(self, question: str, context: Any, services: Any) -> list[Any]:
-        """The chunks the retriever ranks."""
-        from ponder.context.chunking import chunk_context
+    def chunk_sizes(self, question: str, services: Any) -> tuple[int, int]:
+        """``(chunk_tokens, overlap_tokens)`` of :meth:`plan_chunks`, without cutting anything
+        (``auto`` bounds the chunk count of a large context from its size)."""
         from ponder.plugins._common import resolve_chunk_tokens
 
         configured = self.settings.chunk_tokens
         tokens = resolve_chunk_tokens(services, configured, self.read_room(question, services))
         if configured is None and services.chunk_tokens is None:
             tokens = min(tokens, DEFAULT_CHUNK_TOKENS)
-        overlap = min(self.settings.overlap_tokens, tokens // 2)
+        return tokens, min(self.settings.overlap_tokens, tokens // 2)
+
+    def plan_chunks(self, question: str, context: Any, services: Any) -> list[Any]:
+        """The chunks the retriever ranks."""
+        from ponder.context.chunking import chunk_context
+
+        tokens, overlap = self.chunk_sizes(question, services)
         return chunk_context(context, chunk_tokens=tokens, overlap_tokens=overlap)
 
     def retrieve(self, question: str, chunks: list[Any], services: Any) -> list[Any]:
