@@ -93,7 +93,8 @@ class Plan:
         if self.seconds is None:
             time_line = f"time: unknown ({self.latency_source})"
         else:
-            time_line = (f"time: ≈ {_duration(self.seconds)} ({self.waves} sequential rounds x "
+            rounds = "1 round" if self.waves == 1 else f"{self.waves} sequential rounds"
+            time_line = (f"time: ≈ {_duration(self.seconds)} ({rounds} x "
                          f"{self.latency_s:.2f} s per call, {self.latency_source})")
         lines = [
             f"plan: {self.strategy} on {self.model} ({self.adapter})",
