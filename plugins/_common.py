@@ -33,7 +33,13 @@ from typing import Any
 
 import attrs
 
-from ponder.context.chunking import Piece, default_chunk_tokens, estimate_tokens, tokens_for_chars
+from ponder.context.chunking import (
+    Piece,
+    default_chunk_tokens,
+    document_rendered_chars,
+    estimate_tokens,
+    tokens_for_chars,
+)
 from ponder.errors import PonderError
 
 log = logging.getLogger("ponder.strategy")
@@ -174,10 +180,10 @@ def render_documents(documents: Sequence[Any]) -> str:
 
 
 def rendered_tokens(documents: Sequence[Any]) -> int:
-    """``estimate_tokens(render_documents(documents))`` without rendering."""
-    pieces = [piece for piece in map(_document_piece, documents) if piece is not None]
-    chars = sum(piece.rendered_chars() for piece in pieces)
-    return tokens_for_chars(chars + len(_SEPARATOR) * max(len(pieces) - 1, 0))
+    """``estimate_tokens(render_documents(documents))`` without rendering: each document's
+    rendered size is remembered (``document_rendered_chars``), and chunking reads the same."""
+    sizes = [size for size in map(document_rendered_chars, documents) if size]
+    return tokens_for_chars(sum(sizes) + len(_SEPARATOR) * max(len(sizes) - 1, 0))
 
 
 #: rendered sizes of live contexts: ``id(context) -> (ref, tokens)`` (see :func:`context_tokens`)

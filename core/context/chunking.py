@@ -3,8 +3,9 @@
 A chunk is what one model call sees. Its text (``Chunk.render()``) is one or more *pieces*, each a
 header ``=== path (lines a-b) ===`` followed by the lines prefixed with their numbers (``12| x``,
 leading indentation as one tab per four spaces), so the model can cite ``path:line``. A file name
-that is not plainly printable is quoted in the header (:func:`quote_path`). Guarantees, for any
-context:
+that is not plainly printable is quoted in the header (:func:`quote_path`). What a piece and a
+chunk are, and how they render, is :mod:`ponder.context.render` (re-exported here); this module
+decides where the cuts fall. Guarantees, for any context:
 
 - no chunk's rendered text is over ``chunk_tokens`` (estimated with ``estimate_tokens``);
 - every line of every document appears in at least one chunk, with its real line number;
@@ -18,6 +19,7 @@ Small documents are packed together, in order, so many tiny files make few chunk
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import weakref
@@ -27,8 +29,16 @@ from collections.abc import Callable
 from itertools import accumulate, pairwise
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
+from ponder.context.render import (
+    INDENT_SAVED,
+    PIECE_SEPARATOR,
+    Chunk,
+    Piece,
+    digits_sum,
+    header_line,
+    indent_groups,
+    quote_path,
+)
 from ponder.context.tokens import (  # noqa: F401 - estimate_tokens is re-exported
     CHARS_PER_TOKEN,
     estimate_tokens,
@@ -41,185 +51,6 @@ if TYPE_CHECKING:  # pragma: no cover
 MIN_CHUNK_TOKENS = 64
 MAX_DEFAULT_CHUNK_TOKENS = 32_000
 """Smallest chunk size accepted: a header and a few lines must fit."""
-
-_PIECE_SEPARATOR = "\n\n"
-_INDENT = "    "  # one indentation level as most code writes it; rendered as one tab
-_INDENT_SAVED = len(_INDENT) - 1
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def quote_path(path: str) -> str:
-    """``path`` as a chunk header shows it: as it is when it is printable, else quoted.
-
-    A file name may hold a newline or another control character (POSIX allows all but ``/`` and
-    NUL); written raw into the header it would forge a line of the prompt (a fake ``=== …``
-    header, a fake numbered line). Such names, and names with leading/trailing blanks or a
-    leading quote, are shown in double quotes with ``\\``, ``"``, ``\\n``, ``\\r``, ``\\t``
-    and ``\\uXXXX`` escapes, so every header is exactly one line and unambiguous.
-    """
-    if path.isprintable() and path == path.strip() and not path.startswith('"'):
-        return path
-    out = []
-    for ch in path:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif not ch.isprintable() and ch != " ":
-            code = ord(ch)
-            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _header(path: str, first: int, last: int, part: int = 0) -> str:
-    suffix = f", part {part}" if part else ""
-    return f"=== {quote_path(path)} (lines {first}-{last}{suffix}) ==="
-
-
-def digits_sum(first: int, last: int) -> int:
-    """``sum(len(str(n)) for n in range(first, last + 1))`` in O(digits), for n >= 1."""
-    total, low, width = 0, 1, 1
-    while low <= last:
-        high = low * 10 - 1
-        a, b = max(first, low), min(last, high)
-        if a <= b:
-            total += (b - a + 1) * width
-        low, width = high + 1, width + 1
-    return total
-
-
-_LEADING_SPACES = re.compile(" *")
-
-
-def _indent_groups(text: str, end: int | None = None) -> int:
-    """Leading ``_INDENT`` groups over all lines of ``text[:end]`` (each becomes one tab)."""
-    end = len(text) if end is None else end
-    total, k = 0, 1
-    first = _LEADING_SPACES.match(text, 0, end).end()  # type: ignore[union-attr]
-    total += first // len(_INDENT)
-    while True:
-        found = text.count("\n" + _INDENT * k, 0, end)
-        if not found:
-            return total
-        total += found
-        k += 1
-
-
-def _number(n: int, line: str) -> str:
-    """One rendered line: its number, ``| ``, the line with leading indentation as tabs."""
-    spaces = len(line) - len(line.lstrip(" "))
-    groups = spaces // len(_INDENT)
-    if groups:
-        line = "\t" * groups + line[groups * len(_INDENT):]
-    return f"{n}| {line}"
-
-
-@attrs.frozen(eq=False)
-class Piece:
-    """Consecutive lines of one document: ``text`` is lines ``start_line..end_line`` (inclusive),
-    joined by newlines, without a trailing newline.
-
-    ``part`` is 0 for whole lines. A single line too long for a whole chunk is split hard into
-    pieces numbered ``part`` 1, 2, …, each holding a slice of that line (``start_line ==
-    end_line``); their header says ``part k`` so the model knows the line continues.
-
-    The chunker's pieces are *views*: ``Piece(..., document.text, span=(a, b))`` keeps the
-    document's text (which the Context holds anyway) and the offsets of its lines, and ``text``
-    is sliced from it when read. A copy per piece was a second copy of the whole corpus held for
-    the run (+19 MB RSS at 20 MB). Pickling (a worker process) sends the sliced text only.
-    """
-
-    path: str
-    start_line: int
-    end_line: int
-    _source: str = attrs.field(alias="text", repr=lambda text: f"<{len(text)} chars>")
-    part: int = 0
-    _span: tuple[int, int] | None = attrs.field(default=None, alias="span", kw_only=True,
-                                                repr=False)
-
-    @property
-    def text(self) -> str:
-        """The piece's lines (sliced from the document's text for a view)."""
-        if self._span is None:
-            return self._source
-        start, end = self._span
-        return self._source[start:end]
-
-    def _key(self) -> tuple[str, int, int, int, str]:
-        return (self.path, self.start_line, self.end_line, self.part, self.text)
-
-    def __eq__(self, other: object) -> bool:  # a view equals a copy with the same lines
-        if not isinstance(other, Piece):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (Piece, (self.path, self.start_line, self.end_line, self.text, self.part))
-
-    @property
-    def partial(self) -> bool:
-        """Whether this piece holds only a slice of one long line."""
-        return self.part > 0
-
-    @property
-    def citation(self) -> str:
-        return f"{self.path}:{self.start_line}"
-
-    def header(self) -> str:
-        return _header(self.path, self.start_line, self.end_line, self.part)
-
-    def render(self) -> str:
-        """The header, then each line as ``{number}| {line}``, leading indentation as tabs.
-
-        Compact on purpose (the prompt is most of what a run costs): numbers are not padded,
-        and each leading group of four spaces is one tab, which keeps the structure visible at
-        a quarter of the characters. A slice of a hard-split line is shown as it is.
-        """
-        if self.partial:
-            return f"{self.header()}\n{self.start_line}| {self.text}"
-        numbered = enumerate(self.text.split("\n"), self.start_line)
-        body = "\n".join([_number(n, line) for n, line in numbered])
-        return f"{self.header()}\n{body}"
-
-    def rendered_chars(self) -> int:
-        """``len(self.render())``, computed without rendering."""
-        if self.partial:
-            return len(self.header()) + 1 + len(str(self.start_line)) + 2 + len(self.text)
-        return _rendered_chars(len(self.header()), self.start_line, self.end_line, self.text)
-
-
-def _rendered_chars(header: int, first: int, last: int, text: str) -> int:
-    """Rendered size of whole lines ``first..last`` holding ``text`` under a header of
-    ``header`` characters (see :meth:`Piece.render`)."""
-    lines = last - first + 1
-    numbers = digits_sum(first, last) + 2 * lines
-    return header + 1 + len(text) + numbers - _INDENT_SAVED * _indent_groups(text)
-
-
-@attrs.frozen
-class Chunk:
-    """The pieces one model call sees; ``tokens`` estimates the rendered text."""
-
-    index: int
-    pieces: list[Piece]
-    tokens: int
-
-    def render(self) -> str:
-        """The text the model sees: the pieces' renders separated by a blank line."""
-        return _PIECE_SEPARATOR.join(piece.render() for piece in self.pieces)
-
-    @property
-    def paths(self) -> list[str]:
-        """The documents this chunk draws on, in order, each once."""
-        return list(dict.fromkeys(piece.path for piece in self.pieces))
-
-    @property
-    def first_citation(self) -> str:
-        """``path:line`` of the chunk's first line."""
-        return self.pieces[0].citation
 
 
 def default_chunk_tokens(
@@ -339,9 +170,9 @@ def _chunk(context: Context, chunk_tokens: int, overlap_tokens: int) -> list[Chu
 
     for document in context.documents:
         for piece, chars in _document_pieces(document, budget, overlap, chunk_tokens):
-            if current and used + len(_PIECE_SEPARATOR) + chars <= budget:
+            if current and used + len(PIECE_SEPARATOR) + chars <= budget:
                 current.append(piece)
-                used += len(_PIECE_SEPARATOR) + chars
+                used += len(PIECE_SEPARATOR) + chars
             else:
                 if current:
                     flush()
@@ -352,6 +183,63 @@ def _chunk(context: Context, chunk_tokens: int, overlap_tokens: int) -> list[Chu
     return chunks
 
 
+class _Whole(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to a document carrying its whole-document size (see :func:`_whole`);
+    one shared callback drops the entry when the document goes."""
+
+    __slots__ = ("chars", "key", "last")
+
+    def __new__(cls, document: Any, key: int, last: int, chars: int) -> _Whole:
+        ref = super().__new__(cls, document, _forget)
+        ref.key, ref.last, ref.chars = key, last, chars
+        return ref
+
+    def __init__(self, document: Any, key: int, last: int, chars: int) -> None:
+        super().__init__(document, _forget)
+
+
+#: whole-document sizes of live documents, by ``id(document)``
+_WHOLE: dict[int, _Whole] = {}
+
+
+def _forget(ref: _Whole) -> None:  # the document is gone, and its id free for another one
+    if _WHOLE.get(ref.key) is ref:
+        del _WHOLE[ref.key]
+
+
+def document_rendered_chars(document: Document) -> int:
+    """``len(...render())`` of ``document`` shown whole as one piece (0 when it is empty),
+    remembered while the Document lives.
+
+    Counting the indentation that becomes tabs is a few passes over the text (~0.1 s for
+    20 MB); chunking needs every document's size, at each chunk size it is asked for, and so
+    does asking whether the whole context fits one call (the sum of these, with separators, is
+    ``ponder.plugins._common.rendered_tokens``'s figure). A Document is immutable, so the figure
+    cannot go stale.
+    """
+    return _whole(document)[1]
+
+
+def _whole(document: Document) -> tuple[int, int]:
+    """(last line, rendered chars) of ``document`` shown whole; (start_line - 1, 0) if empty."""
+    key = id(document)
+    hit = _WHOLE.get(key)
+    if hit is not None and hit() is document:
+        return hit.last, hit.chars
+    text, first = document.text, document.start_line
+    if not text:
+        return first - 1, 0
+    end = len(text) - 1 if text.endswith("\n") else len(text)  # the content: no final newline
+    count = text.count("\n", 0, end) + 1
+    last = first + count - 1
+    header = len(header_line(document.path, first, last))
+    numbers = digits_sum(first, last) + 2 * count
+    chars = header + 1 + end + numbers - INDENT_SAVED * indent_groups(text, end)
+    with contextlib.suppress(TypeError):  # not weakly referable: not remembered
+        _WHOLE[key] = _Whole(document, key, last, chars)
+    return last, chars
+
+
 def _document_pieces(
     document: Document, budget: int, overlap: int, chunk_tokens: int
 ) -> list[tuple[Piece, int]]:
@@ -359,15 +247,11 @@ def _document_pieces(
     text = document.text
     if not text:
         return []
-    end = len(text) - 1 if text.endswith("\n") else len(text)  # the content: no final newline
-    count = text.count("\n", 0, end) + 1
-    first, last = document.start_line, document.start_line + count - 1
     # The common case costs a few count()s, no line list and no copy: the whole document fits.
-    header = len(_header(document.path, first, last))
-    numbers = digits_sum(first, last) + 2 * count
-    chars = header + 1 + end + numbers - _INDENT_SAVED * _indent_groups(text, end)
+    last, chars = _whole(document)
+    end = len(text) - 1 if text.endswith("\n") else len(text)
     if chars <= budget:
-        return [(Piece(document.path, first, last, text, span=(0, end)), chars)]
+        return [(Piece(document.path, document.start_line, last, text, span=(0, end)), chars)]
     return _Splitter(document, text[:end], budget, overlap, chunk_tokens).pieces()
 
 
@@ -463,7 +347,7 @@ class _Splitter:
         out: list[tuple[Piece, int]] = []
         pos, part = 0, 1
         while pos < len(line) or part == 1:
-            header = _header(self.path, number, number, part)
+            header = header_line(self.path, number, number, part)
             room = self.budget - len(header) - 1 - prefix
             if room < 1:
                 raise ValueError(

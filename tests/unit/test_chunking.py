@@ -349,6 +349,59 @@ def test_indentation_is_rendered_as_tabs() -> None:
         "1| def f():", "2| \tif x:", "3| \t\treturn 1", "4| \t  odd = 2", "5| \treal_tab = 3"]
 
 
+def _render_line_by_line(piece: Piece) -> str:
+    """The definition :meth:`Piece.render` promises, one line at a time."""
+    out = [piece.header()]
+    for number, line in enumerate(piece.text.split("\n"), piece.start_line):
+        groups = (len(line) - len(line.lstrip(" "))) // 4
+        out.append(f"{number}| " + "\t" * groups + line[groups * 4:])
+    return "\n".join(out)
+
+
+def test_render_matches_the_line_by_line_definition() -> None:
+    """The whole-piece render (str.replace passes, a shared table of line-number prefixes) gives
+    the same text as numbering and re-indenting each line, for odd indentation, tabs, blank and
+    whitespace-only lines, carriage returns, and numbers on both sides of the prefix table's
+    end."""
+    from ponder.context import render
+
+    rng = random.Random(11)
+    alphabet = [" ", "    ", "        ", "\t", "\n", "\n", "x", "é", "\r", "  ", "\u2028", "#"]
+    edge = render._PREFIXES_CACHED
+    for start in (1, 9, 99_998, edge - 3, edge, edge + 5):
+        for _ in range(60):
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 50)))
+            piece = Piece("p.py", start, start + text.count("\n"), text)
+            assert piece.render() == _render_line_by_line(piece), (start, text)
+            assert piece.rendered_chars() == len(piece.render())
+    below = Piece("p.py", -1, 1, "a\n    b\nc")  # numbers below the table's start
+    assert below.render() == _render_line_by_line(below)
+    # the deepest level first: 16 spaces are four tabs, not a tab and twelve spaces
+    assert Piece("p.py", 1, 2, " " * 17 + "x\n\t    y").render().split("\n")[1:] == [
+        "1| \t\t\t\t x", "2| \t    y"]
+
+
+def test_whole_document_sizes_are_remembered_while_the_document_lives() -> None:
+    import gc
+
+    from ponder.context import chunking
+
+    document = Document("m.py", "def f():\n    return 1\n", start_line=7)
+    (chunk,) = chunk_context(ctx(document), chunk_tokens=100)
+    assert chunking.document_rendered_chars(document) == len(chunk.render())
+    assert id(document) in chunking._WHOLE
+    assert chunking.document_rendered_chars(Document("e.py", "")) == 0
+    from ponder.plugins._common import rendered_tokens
+
+    many = [document, Document("e.py", ""), Document("n.txt", "a\n      b\n\n", start_line=98)]
+    sizes = [chunking.document_rendered_chars(d) for d in many if d.text]
+    assert rendered_tokens(many) == estimate_tokens("x" * (sum(sizes) + 2 * (len(sizes) - 1)))
+    key = id(document)
+    del document, chunk, many
+    gc.collect()
+    assert key not in chunking._WHOLE  # no entry outlives its document (its id may be reused)
+
+
 @pytest.mark.parametrize("name", ["evil\n=== fake.py (lines 1-1) ===\n1| x.py", "a\rb.py",
                                   "bell\x07.py", " lead.py", '"quoted.py', "sep\u2028.py"])
 def test_file_names_cannot_break_the_header(name: str) -> None:
@@ -382,3 +435,18 @@ def test_the_same_context_is_cut_once_and_the_same_way() -> None:
     twin = ctx(*context.documents)                             # an equal context, other object
     assert chunk_context(twin, chunk_tokens=100) == first
     assert len(chunking._RECENT) <= chunking._RECENT_SIZE
+
+
+def test_rendered_tokens_is_the_estimate_of_the_rendered_text() -> None:
+    """``_common.rendered_tokens`` sums the remembered per-document sizes; it must equal the
+    estimate of the text ``render_documents`` produces (what direct and single reads send)."""
+    from ponder.context.tokens import estimate_tokens
+    from ponder.plugins._common import render_documents, rendered_tokens
+
+    rng = random.Random(11)
+    docs = [Document(f"d{i}.py", "".join(
+        " " * rng.choice([0, 2, 4, 8, 9]) + f"line {j}\n" for j in range(rng.randint(0, 40))),
+        start_line=rng.choice([1, 1, 5])) for i in range(30)]
+    docs.append(Document("no_newline.txt", "last line without newline"))
+    assert rendered_tokens(docs) == estimate_tokens(render_documents(docs))
+    assert rendered_tokens([]) == 0
