@@ -8,7 +8,9 @@ Gemini, Anthropic, ...): measured here about 3 ms of CPU per call and no litellm
 
 ``engine="auto"``: a call the native route can carry goes native; a call it cannot (an
 ``extra`` option lm15 has no field for, such as ``extra_headers``) falls back to litellm for that
-call, at the same address with the same key. Errors come back as dspy's ``LM*Error`` classes
+call, at the same address with the same key. A server ponder declared with no such option gets
+``engine="lm15"`` instead, which skips dspy's per-call plan (:func:`native_engine`). Errors
+come back as dspy's ``LM*Error`` classes
 with ``status`` and ``retry_after``, which :mod:`ponder.support.retry` reads (as it reads
 litellm's).
 
@@ -110,7 +112,28 @@ def build_native_lm(model: str, **options: Any) -> dspy.LM:
     """A ``dspy.LM`` on the native engine (litellm only for calls it cannot carry); ``options``
     are :func:`build_dspy_lm`'s (``api_key``, ``api_base``, ``temperature``, ``max_tokens``,
     ``timeout_s``, ``extra``)."""
-    return build_dspy_lm(model, engine="auto", **options)
+    return build_dspy_lm(model, engine=native_engine(model, options.get("extra")), **options)
+
+
+def native_engine(model: str, extra: dict[str, Any] | None) -> str:
+    """``"lm15"`` for a server ponder declared (:func:`declare_openai_compatible`) when ``extra``
+    sets no client option only litellm carries (``extra_headers``, ...); else ``"auto"``.
+
+    Why: under ``"auto"`` dspy *plans* every call before making it (it builds the whole request
+    and JSON-encodes it, the chunk included, to learn whether lm15 would refuse it, then builds
+    it again to send it): ~1 ms of CPU per call with a 30,000-token chunk. For a declared
+    provider that plan can only pass or raise the refusal the call itself raises (dspy never
+    falls back to litellm past a declaration's refusal), so skipping it changes nothing but the
+    cost. A litellm-only client option still needs ``"auto"``: that call goes to litellm.
+    """
+    if not model.startswith(PROVIDER_PREFIX + "-"):
+        return "auto"  # gemini: lm15 refusals (a thinking budget) fall back to litellm per call
+    try:
+        from dspy.clients.backend_selection import CLIENT_KEYS, NATIVE_CLIENT_KEYS
+    except ImportError:  # another dspy: keep its own per-call choice
+        return "auto"
+    litellm_only = set(CLIENT_KEYS) - set(NATIVE_CLIENT_KEYS)
+    return "auto" if litellm_only.intersection(extra or {}) else "lm15"
 
 
 def snapshot_model_info(provider: str, model: str) -> dict[str, Any]:

@@ -85,6 +85,28 @@ def test_requests_carry_max_tokens_and_the_key() -> None:
     assert seen[0]["model"] == "fake-model"
 
 
+def test_a_declared_server_skips_dspys_per_call_plan_unless_litellm_must_carry_a_setting(
+) -> None:
+    """No ``extra`` client setting only litellm carries: ``engine="lm15"`` (dspy then does not
+    build and encode each request twice to plan it); with ``extra_headers``: ``"auto"``, and
+    that call goes through litellm with the header. Both reach the server."""
+    headers: list[dict] = []
+    with FakeProvider(default_reply="ok", max_lifetime=60) as provider:
+        original = provider._parse_request
+
+        def record(h, kind, body):
+            headers.append(dict(h.headers))
+            return original(h, kind, body)
+
+        provider._parse_request = record  # type: ignore[method-assign]
+        plain = adapter(provider, extra={"top_p": 0.5}).build_lm()
+        assert plain._engine_spec == "lm15" and plain("hi") == ["ok"]
+        carried = adapter(provider, extra={"extra_headers": {"X-Ponder-Test": "1"}}).build_lm()
+        assert carried._engine_spec == "auto" and carried("hi") == ["ok"]
+    assert headers[-1].get("X-Ponder-Test") == "1"
+    assert "X-Ponder-Test" not in headers[0]
+
+
 @pytest.mark.parametrize("kind, status, retryable", [
     ("rate_limit", 429, True), ("server_error", None, True), ("malformed", None, True)])
 def test_errors_keep_what_retry_reads(kind, status, retryable) -> None:
