@@ -3,17 +3,39 @@
 An eval's examples, a session's turns, a provider batch job, an optimizer's candidates: each
 subsystem keeps its own ``namespace`` of ``key -> dict`` records in the run store, so they live
 in the one SQLite file beside the runs, survive restarts and need no table of their own. Records
-are cleaned of secrets before they are written, like everything else in the store.
+are cleaned of secrets before they are written, like everything else in the store
+(:func:`clean_fields` cleans the records with ponder's own field names, call records and spans,
+the same way for less).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ponder.errors import PonderError
 from ponder.support.secrets import clean_secrets
+
+
+def clean_fields(record: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """``clean_secrets(record)`` for a record whose ``fields`` are ponder's own names (a call
+    record's, a span's): their values are cleaned as ``clean_secrets`` cleans them, and every
+    other key goes through it as before.
+
+    Why not ``clean_secrets`` itself: it redacts every key and asks whether each names a secret
+    (a dozen regular expressions per key); for fixed names, none of which names a secret
+    (tested), that was most of the cost of recording a call and of finishing a run (351 spans
+    at a 20 MB map_reduce).
+    """
+    out: dict[Any, Any] = {}
+    for key, value in record.items():
+        if key in fields:
+            out[key] = clean_secrets(value)
+        else:
+            out.update(clean_secrets({key: value}))
+    return out
 
 
 def check_record(namespace: str, key: str, record: Any) -> str:

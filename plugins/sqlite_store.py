@@ -44,7 +44,7 @@ import attrs
 
 from ponder import hookimpl
 from ponder.errors import PonderError
-from ponder.plugins._records import SQLiteRecords
+from ponder.plugins._records import SQLiteRecords, clean_fields
 from ponder.support.secrets import clean_secrets, redact
 
 PONDER_PLUGIN_API = 1
@@ -75,6 +75,9 @@ RESULT_FIELDS = ("status", "answer", "usage", "cost_usd", "elapsed_s", "failures
 CALL_FIELDS = ("role", "adapter", "model", "prompt_chars", "reply_chars", "input_tokens",
                "output_tokens", "latency_s", "cost_usd", "retries", "cached", "error", "prompt",
                "reply", "recorded_at")
+#: what a stored span holds (``Span.to_dict()``)
+SPAN_FIELDS = ("id", "parent_id", "name", "type", "start", "end", "duration_s", "status",
+               "error", "attributes", "thread")
 #: fields holding nested values, stored as JSON text
 JSON_FIELDS = frozenset({"sources", "config", "usage", "failures", "chunks"})
 #: the run fields ``list_runs`` leaves out (potentially large; ``get_run`` has them)
@@ -140,7 +143,8 @@ def normalise_result(result: Mapping[str, Any]) -> tuple[dict[str, Any], list[di
     for name in set(known) - JSON_FIELDS:
         known[name] = _scalar(known[name])
     known["finished_at"] = time.time()
-    plain_spans = [to_plain(clean_secrets(s.to_dict() if hasattr(s, "to_dict") else dict(s)))
+    plain_spans = [to_plain(clean_fields(s.to_dict() if hasattr(s, "to_dict") else dict(s),
+                                          SPAN_FIELDS))
                    for s in spans]
     return known, plain_spans, to_plain(extra)
 
@@ -153,7 +157,7 @@ def normalise_call(call: Mapping[str, Any], *, record_prompts: bool
     if not record_prompts:  # dropped before cleaning: redacting a long prompt costs time
         data.pop("prompt", None)
         data.pop("reply", None)
-    cleaned = clean_secrets(data)
+    cleaned = clean_fields(data, CALL_FIELDS)
     known, extra = _split(cleaned, CALL_FIELDS)
     known = {name: _scalar(value) for name, value in known.items()}
     if known["cached"] is not None:

@@ -379,6 +379,32 @@ def test_memory_store_cleans_secrets_too(planted_secrets) -> None:
     assert secret not in json.dumps(store.get_run("secret000001"))
 
 
+def test_records_are_cleaned_as_clean_secrets_cleans_them(planted_secrets) -> None:
+    """Call records and spans skip redacting their own field names (none names a secret), and
+    are otherwise cleaned exactly as ``clean_secrets`` cleans them."""
+    from ponder.support.observability import Span, SpanType
+    from ponder.support.secrets import clean_secrets, is_secret_key, redact
+
+    fields = (*sqlite_store.CALL_FIELDS, *sqlite_store.SPAN_FIELDS)
+    assert not [f for f in fields if is_secret_key(f) or redact(f) != f]
+    span = Span(name="map", type=SpanType.LLM, attributes={"k": planted_secrets[0]})
+    assert tuple(span.to_dict()) == sqlite_store.SPAN_FIELDS
+    secret = planted_secrets[1]
+    call = {"role": f"map {secret}", "error": f"401 for {secret}", "input_tokens": 12,
+            "headers": {"x-api-key": secret, "note": secret}, "api_key": secret,
+            "nested": [secret, {"token": secret}], "cached": False}
+    known, extra = sqlite_store.normalise_call(call, record_prompts=True)
+    want_known, want_extra = sqlite_store._split(clean_secrets(call), sqlite_store.CALL_FIELDS)
+    assert known["role"] == want_known["role"] == f"map {MASK}"
+    assert known["error"] == want_known["error"] and known["input_tokens"] == 12
+    assert extra == sqlite_store.to_plain(want_extra) and extra["api_key"] == MASK
+    _, spans, _ = sqlite_store.normalise_result({"spans": [span, {**span.to_dict(),
+                                                                 "password": secret}]})
+    assert spans == [sqlite_store.to_plain(clean_secrets(span.to_dict())),
+                     sqlite_store.to_plain(clean_secrets({**span.to_dict(), "password": secret}))]
+    assert secret not in json.dumps(spans) and planted_secrets[0] not in json.dumps(spans)
+
+
 # --- ponder runs --------------------------------------------------------------------------------
 def runs_cli(tmp_path: Path | None = None, config=None, plugins=(sqlite_store, memory_store)):
     """A fresh click group holding only ``runs``, with an AppState built from ``config``."""
