@@ -71,7 +71,7 @@ def _run(args: list[str], as_json: bool) -> int:
         import traceback
 
         from ponder.engine.failures import clip_error
-        from ponder.support.retry import describe_error, is_retryable
+        from ponder.support.retry import describe_error, is_empty_response, is_retryable
         from ponder.support.secrets import redact
 
         debug = log.isEnabledFor(logging.DEBUG)
@@ -80,7 +80,8 @@ def _run(args: list[str], as_json: bool) -> int:
         # a provider's error (dspy's LMError family, a 5xx after the retries) is not ponder's bug
         names = {c.__name__ for c in type(exc).__mro__}
         provider = is_retryable(exc) or "LMError" in names
-        if "AdapterParseError" in names:  # the model ignored the output format: not a bug
+        if "AdapterParseError" in names and not is_empty_response(exc):  # the model ignored
+            # the output format (not a bug); an empty reply is the provider's, like a 5xx
             what = "error: the model's reply did not follow the output format"
         else:
             what = "error: the model call failed" if provider else "internal error"

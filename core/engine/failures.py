@@ -20,6 +20,7 @@ from ponder.errors import PonderError
 from ponder.support.retry import (
     _class_names,
     _status_code,
+    is_empty_response,
     is_malformed_reply,
     is_missing_credentials,
     is_retryable,
@@ -165,7 +166,7 @@ def failure_kind(exc: BaseException) -> str | None:
     429)"``; ``"timeout"``; ``"connection error"``; ``"server error (HTTP 503)"``; ``"transient
     error"``. None for bad requests, context-window errors and anything not retryable.
     """
-    if isinstance(exc, EmptyReply):
+    if isinstance(exc, EmptyReply) or is_empty_response(exc):
         return "empty reply"
     if is_missing_credentials(exc):  # litellm says "500"; it is a key that was never set
         return "auth (no API key)"

@@ -132,6 +132,20 @@ def is_malformed_reply(exc: BaseException) -> bool:
     return any(_class_names(cause) & MALFORMED_NAMES for cause in causes(exc))
 
 
+#: dspy's words when a reply carried no text at all (no choices, an empty message)
+_EMPTY_RESPONSE_TEXT = "returned an empty or null response"
+
+
+def is_empty_response(exc: BaseException) -> bool:
+    """True when dspy's adapters got no text at all from the provider: a reply with no choices
+    or an empty message, what a provider sends in a passing fault. dspy's ChatAdapter tries once
+    more through its JSON fallback and then raises ``AdapterParseError``, which would otherwise
+    read as the model ignoring the output format (not retried); it is transient, like a
+    malformed reply, and ponder's own :class:`~ponder.engine.failures.EmptyReply`."""
+    return any("AdapterParseError" in _class_names(cause) and _EMPTY_RESPONSE_TEXT in str(cause)
+               for cause in causes(exc))
+
+
 def is_missing_credentials(exc: BaseException) -> bool:
     """True when the provider library found no API key (an auth/config error, not an outage)."""
     return any(text in str(cause) for cause in causes(exc) for text in MISSING_CREDENTIALS_TEXTS)
@@ -164,7 +178,8 @@ def reached_provider(exc: BaseException) -> bool:
     if is_connection_error(exc) or is_missing_credentials(exc):
         return False
     chain = causes(exc)
-    if any(_status_code(cause) is not None for cause in chain) or is_malformed_reply(exc):
+    if any(_status_code(cause) is not None for cause in chain) or is_malformed_reply(exc) \
+            or is_empty_response(exc):
         return True
     return any(isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__
                for cause in chain)
@@ -196,7 +211,7 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, TimeoutError | ConnectionError):
         return True
-    if is_malformed_reply(exc):
+    if is_malformed_reply(exc) or is_empty_response(exc):
         return True
     # an httpx exception can only exist if httpx was imported, so never import it here
     httpx = sys.modules.get("httpx")

@@ -121,6 +121,36 @@ def test_errors_keep_what_retry_reads(kind, status, retryable) -> None:
         assert retry_after(info.value) == pytest.approx(3.0)
 
 
+def test_a_reply_with_no_choices_is_retried_as_an_empty_reply() -> None:
+    """Two empty-choices replies in a row (the call, then dspy's JSON fallback) end in dspy's
+    AdapterParseError; ponder retries that as the empty reply it is, counts both requests as
+    failed ones, and the third request answers."""
+    from dspy.utils.exceptions import AdapterParseError
+
+    from ponder.engine.failures import failure_kind
+    from ponder.engine.services import Services
+    from ponder.plugins._signatures import answer_signature
+    from ponder.plugins.predict import PredictPredictor
+    from ponder.support.retry import RetryPolicy, reached_provider
+
+    with FakeProvider(fail_first_n=2, fail_first_kind="empty_choices", max_lifetime=60) as p:
+        lm_adapter = adapter(p)
+        services = Services(lm=lm_adapter.build_lm(), model_info=lm_adapter.model_info(),
+                            predictor=PredictPredictor(),
+                            retry=RetryPolicy(max_retries=2, base_delay=0.01, jitter=0.0))
+        prediction = services.predict(answer_signature(), role="answer", question="q?",
+                                      context="some text")
+        assert prediction.answer and services.usage.retries == 1
+        assert p.stats()["requests"] == 3 == services.usage.calls + 2
+    with FakeProvider(fail_first_n=2, fail_first_kind="empty_choices", max_lifetime=60) as p:
+        import dspy
+
+        with pytest.raises(AdapterParseError) as info:
+            dspy.Predict(answer_signature())(question="q?", context="x", lm=adapter(p).build_lm())
+    assert is_retryable(info.value) and reached_provider(info.value)
+    assert failure_kind(info.value) == "empty reply"
+
+
 def test_auth_errors_are_not_retried() -> None:
     from dspy.utils.exceptions import LMAuthError
 
