@@ -235,6 +235,11 @@ def run_batch_ask(state: Any, question: str, params: dict[str, Any], sources: li
     if config.origin("strategy.name") == "default":  # --batch is map_reduce's map phase
         config.strategy.name = "map_reduce"
         config.origins["strategy.name"] = "--batch"
+    if config.strategy.name == "map_reduce":
+        # the run must make the map calls the job answered, even over a context one call could
+        # read (map_reduce's single read would ask that call live and leave the job's replies)
+        config.strategy.options["single_read"] = False
+        config.origins["strategy.single_read"] = "--batch"
     as_json = bool(params.get("as_json"))
     quiet = bool(params.get("quiet")) or as_json
     ctx = click.get_current_context()

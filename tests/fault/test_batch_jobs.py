@@ -310,6 +310,23 @@ def test_ask_batch_runs_the_map_phase_as_one_job(project, provider):
     assert provider.batches.stats()["jobs"] == 1
 
 
+def test_ask_batch_over_a_context_one_call_could_read_still_uses_the_job(project, provider):
+    """A small project fits one call, so a plain map_reduce run would read it in one answer call
+    (single read); under --batch the run makes the map calls the job answered, from the cache,
+    and only the combine goes live."""
+    provider.batches.configure(validating_s=0.05, in_progress_s=0.1, error_rate=0.0, seed=1)
+    config = write_config(project, provider)
+    result = run_cli(["--config", str(config), "ask", "--batch", "What is KEY_E?",
+                      str(project / "src"), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    batch = data["batch"]
+    assert "1444" in data["answer"] and batch["status"] == "completed"
+    assert batch["chunks"] == data["chunks"]["total"] == batch["answered"] == batch["cached"] >= 1
+    assert data["usage"]["cached_calls"] == batch["cached"]
+    assert provider.stats()["by_path"]["/v1/chat/completions"] == data["usage"]["calls"] == 1
+
+
 # --- Anthropic's Message Batches (ponder's thin client; the fake's /v1/messages/batches) -------
 ANTHROPIC_MODEL = "anthropic/claude-haiku-4-5"
 
