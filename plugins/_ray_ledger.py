@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -326,8 +327,53 @@ class Ledger:
                     num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
                         node, soft=False)).remote(folder)
 
+    def local_pids(self, workers: list[Any]) -> list[int]:
+        """The process ids of ``workers`` that run on this node (their first task's answer;
+        a worker that has not answered yet is left out)."""
+        pids = []
+        for worker in workers:
+            ref = self.where.get(id(worker))
+            with contextlib.suppress(Exception):  # not answered (yet), or gone
+                pid, node = self.ray.get(ref, timeout=0)
+                if node == self.node:
+                    pids.append(int(pid))
+        return pids
+
     def close(self) -> None:
         remove_journal(self.root)
+
+
+def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
+    """Wait (at most ``timeout`` s) until the processes ``pids`` are gone; the ones still there.
+
+    ``ray.kill`` only asks for an actor's end: its process may run on for a moment, and an item
+    it still held may send a request after the driver has given up on it (a request nobody
+    would count). Waiting here makes the driver outlive its workers on this node."""
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive:
+        alive = [pid for pid in alive if _running(pid)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    return alive
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie, killed and not yet reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
 
 
 def take_lost(ledger: Ledger, map_id: str, tokens: list[str], node: str | None, services: Any,

@@ -368,10 +368,14 @@ class RayExecutor:
         return self._shape(self._ray(), max(1, concurrency))[1]
 
     def _kill_workers(self, ray: Any) -> None:
+        from ponder.plugins._ray_ledger import wait_gone
+
+        pids = self._ledger.local_pids(self._workers) if self._ledger is not None else []
         for worker in self._workers:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(worker, no_restart=True)
         self._workers = []
+        wait_gone(pids)  # none of them sends a request after this (see wait_gone)
 
     def close(self) -> None:
         """Stop the actors (and the local cluster, if this executor started it)."""

@@ -223,6 +223,10 @@ def test_a_killed_worker_loses_no_count_its_requests_come_from_the_ledger(tmp_pa
         calls = recorded_calls(system, answer.run_id)
         taken = dict(executor.lost_requests)
         executor.close()
+        from ponder.plugins._ray_ledger import _running
+
+        # close() returns once its workers' processes are gone: none sends a request after
+        assert not any(_running(pid) for pid in pids), pids
 
     assert killed and killed[0]["completed"] == 4, killed
     # nothing lost: every chunk read once, the needle found
