@@ -8,9 +8,7 @@ round answers it in one call. **after** is ponder as it is: the documents' raw t
 for ``MAGIC_PORT`` and only the documents naming it are chunked. **before** is the same code
 with ``AutoStrategy.prescan = False`` set in the child before the CLI starts: the exact round
 chunks the whole context first, as it did before the scan (the same chunking work as the
-earlier code, which cut every retrieval chunk to count them in its choice), and the context's
-rendered size is measured at each of auto's choices (the plan's and the run's) instead of once
-(``context_tokens``). **peer** is
+earlier code, which cut every retrieval chunk to count them in its choice). **peer** is
 rlm-dspy's ``map_reduce`` as in ``bench/peer.py``.
 
 Everything else is ``bench/peer.py``'s: the same haystacks (seed 5, the needle at 50 %), the
@@ -37,9 +35,8 @@ from _common import fmt_range, isolated_ponder_dirs, load_average, peak_rss_mb, 
 MB = 1_000_000
 #: the "before" child: the exact round without the scan and the context's size measured at
 #: each choice (plan, then run), then ponder's CLI as ``-m ponder``
-BEFORE = ("import runpy, ponder.plugins.auto as a, ponder.plugins._common as c; "
+BEFORE = ("import runpy, ponder.plugins.auto as a; "
           "a.AutoStrategy.prescan = False; "
-          "c.context_tokens = lambda context: c.rendered_tokens(context.documents); "
           "runpy.run_module('ponder', run_name='__main__', alter_sys=True)")
 _command = peer._command
 

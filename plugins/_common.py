@@ -27,7 +27,6 @@ import logging
 import math
 import re
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -186,40 +185,17 @@ def rendered_tokens(documents: Sequence[Any]) -> int:
     return tokens_for_chars(sum(sizes) + len(_SEPARATOR) * max(len(sizes) - 1, 0))
 
 
-#: rendered sizes of live contexts: ``id(context) -> (ref, tokens)`` (see :func:`context_tokens`)
-_TOKENS: dict[int, tuple[weakref.ref[Any], int]] = {}
-
-
-def context_tokens(context: Any) -> int:
-    """``rendered_tokens(context.documents)``, remembered while the Context lives.
-
-    ``ponder ask`` plans the run (``preflight``) and then runs it over the same Context, and the
-    plan and the run each ask for its size more than once (``auto``'s choice, ``map_reduce``'s
-    single read): one pass over 20 MB is ~0.16 s here. A Context is immutable, so the figure
-    cannot go stale."""
-    key = id(context)
-    hit = _TOKENS.get(key)
-    if hit is not None and hit[0]() is context:
-        return hit[1]
-    tokens = rendered_tokens(context.documents)
-    try:
-        ref = weakref.ref(context, lambda _ref: _TOKENS.pop(key, None))
-    except TypeError:  # not weakly referable: not remembered
-        return tokens
-    _TOKENS[key] = (ref, tokens)
-    return tokens
-
-
 def fits_rendered(context: Any, room: int) -> bool:
     """Whether the rendered ``context`` holds at most ``room`` tokens (and is not empty).
 
     A rendered line is never shorter than a quarter of its raw text (leading groups of four
     spaces become one tab; a line number and ``| `` are added), so a raw size over four times
-    the room answers no without the pass over the text."""
+    the room answers no without the pass over the text (each document's size is remembered
+    once counted: ``rendered_tokens``)."""
     raw = sum(len(document.text) for document in context.documents)
     if raw == 0 or tokens_for_chars(raw // 4) > room:
         return False
-    return context_tokens(context) <= room
+    return rendered_tokens(context.documents) <= room
 
 
 def truncate_tokens(text: str, max_tokens: int, *, keep: str = "head") -> str:

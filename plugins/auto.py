@@ -193,11 +193,11 @@ class AutoStrategy:
 
     def choose(self, question: str, context: Any, services: Any) -> Choice:
         """The rule from the module docstring, with the numbers it used."""
-        from ponder.plugins._common import context_tokens, prompt_room
+        from ponder.plugins._common import prompt_room, rendered_tokens
         from ponder.plugins._signatures import answer_signature
 
         s = self.settings
-        tokens = context_tokens(context)
+        tokens = rendered_tokens(context.documents)
         room = prompt_room(services, answer_signature(), question)
         size = f"context ≈ {tokens:,} tokens"
         if tokens <= room:
@@ -416,7 +416,7 @@ class AutoStrategy:
         first-party strategy ``name`` over ``context`` (no call is made)."""
         import math
 
-        from ponder.plugins._common import context_tokens, prompt_overhead, reduce_calls
+        from ponder.plugins._common import prompt_overhead, reduce_calls, rendered_tokens
         from ponder.plugins._signatures import answer_signature, extract_signature
 
         concurrency = max(1, int(getattr(services, "concurrency", 1) or 1))
@@ -424,7 +424,7 @@ class AutoStrategy:
         fan_in = int(getattr(settings, "fan_in", 8) or 8)
         asked = -(-len(question) // 4)
         if name == "direct":
-            tokens = context_tokens(context) + prompt_overhead(answer_signature())
+            tokens = rendered_tokens(context.documents) + prompt_overhead(answer_signature())
             return {"strategy": name, "chunks": 1, "calls_min": 1, "calls_max": 1,
                     "formula": "direct: 1", "prompt_tokens": tokens + asked, "waves": 1}
         if name == "follow_up":

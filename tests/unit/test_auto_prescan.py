@@ -248,17 +248,20 @@ def test_the_plan_counts_the_exact_round_and_cuts_nothing_at_retrieval_size(corp
     assert len(sizes) == 1, chunked
 
 
-def test_the_context_size_is_measured_once_per_context(corpus) -> None:
-    from ponder.plugins._common import _TOKENS, context_tokens, fits_rendered, rendered_tokens
+def test_the_context_size_is_measured_once_per_document(corpus) -> None:
+    from ponder.context import chunking
+    from ponder.plugins._common import fits_rendered, rendered_tokens
 
-    assert context_tokens(corpus) == rendered_tokens(corpus.documents)
-    assert _TOKENS[id(corpus)][1] == rendered_tokens(corpus.documents)
+    whole_corpus = rendered_tokens(corpus.documents)
+    # each document's rendered size is remembered once counted (the plan and the run ask again)
+    assert all(id(d) in chunking._WHOLE for d in corpus.documents if d.text)
+    assert rendered_tokens(corpus.documents) == whole_corpus
     smaller = load_sources([corpus.sources[0] + "/settings_07.py"])
-    assert context_tokens(smaller) == rendered_tokens(smaller.documents) < context_tokens(corpus)
+    assert rendered_tokens(smaller.documents) < whole_corpus
     # map_reduce's single-read test: the quick bound or the remembered figure, never wrong
     whole = rendered_tokens(smaller.documents)
     assert fits_rendered(smaller, whole) and not fits_rendered(smaller, whole - 1)
     assert not fits_rendered(corpus, 10)  # decided by the raw size alone
-    key = id(smaller)
-    del smaller  # the entry goes with its context
-    assert key not in _TOKENS
+    key = id(smaller.documents[0])
+    del smaller  # the entries go with their documents
+    assert key not in chunking._WHOLE
