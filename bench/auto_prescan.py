@@ -38,12 +38,11 @@ MB = 1_000_000
 BEFORE = ("import runpy, ponder.plugins.auto as a; "
           "a.AutoStrategy.prescan = False; "
           "runpy.run_module('ponder', run_name='__main__', alter_sys=True)")
-_command = peer._command
 
 
 def _variant_command(variant: str):
     def command(tool: str, strategy: str, haystack: Path, **kwargs: Any):
-        cmd, env = _command(tool, strategy, haystack, **kwargs)
+        cmd, env = peer._command(tool, strategy, haystack, **kwargs)
         if tool == "ponder" and variant == "before":
             assert cmd[1:3] == ["-m", "ponder"], cmd
             cmd = [cmd[0], "-c", BEFORE, *cmd[3:]]
@@ -52,13 +51,9 @@ def _variant_command(variant: str):
 
 
 def run_variant(variant: str, haystack: Path, provider: Any, **kwargs: Any) -> dict[str, Any]:
-    peer._command = _variant_command(variant)
-    try:
-        row = peer.run_one("peer" if variant == "peer" else "ponder",
-                           "map_reduce" if variant == "peer" else "auto", haystack, provider,
-                           **kwargs)
-    finally:
-        peer._command = _command
+    row = peer.run_one("peer" if variant == "peer" else "ponder",
+                       "map_reduce" if variant == "peer" else "auto", haystack, provider,
+                       command=_variant_command(variant), **kwargs)
     row["variant"] = variant
     return row
 
@@ -82,17 +77,8 @@ def measure(*, sizes: list[int], repeats: int, latency: float, window: int, conc
                 run_variant(variant, warm, provider, **kwargs)
             for size in sizes:
                 haystack = peer._haystack(size, root)
-                runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-                for repeat in range(repeats):
-                    shift = repeat % len(variants)
-                    for variant in variants[shift:] + variants[:shift]:
-                        row = run_variant(variant, haystack, provider, **kwargs)
-                        row.update(size_bytes=size, repeat=repeat)
-                        runs[variant].append(row)
-                        print(f"  {size // 1000:>6} KB {variant:<7} wall {row['wall_s']:.2f}s "
-                              f"1st {row['first_request_s'] or 0:.2f}s req {row['requests']} "
-                              f"rss {row['peak_rss_mb']:.0f} MB ok {row['correct']}",
-                              file=sys.stderr, flush=True)
+                runs = peer.alternate(variants, repeats, lambda variant, h=haystack: run_variant(
+                    variant, h, provider, **kwargs), size=size, label="auto")
                 results.append({"size_bytes": size, "runs": runs,
                                 "summary": {v: peer._aggregate(r) for v, r in runs.items()}})
                 shutil.rmtree(haystack)

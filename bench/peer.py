@@ -176,9 +176,11 @@ def _max_in_flight(log: list[tuple[float, int]], latency: float) -> int:
 
 
 def run_one(tool: str, strategy: str, haystack: Path, provider: Any, *, config: Path,
-            concurrency: int, latency: float, workdir: Path) -> dict[str, Any]:
-    cmd, env = _command(tool, strategy, haystack, config=config, base_url=provider.base_url,
-                        concurrency=concurrency)
+            concurrency: int, latency: float, workdir: Path,
+            command: Any = None) -> dict[str, Any]:
+    """One run of ``tool``; ``command`` (default :func:`_command`) builds its command line."""
+    cmd, env = (command or _command)(tool, strategy, haystack, config=config,
+                                     base_url=provider.base_url, concurrency=concurrency)
     provider.reset()
     with provider.log_lock:
         provider.log.clear()
@@ -254,6 +256,24 @@ def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def alternate(names: list[str], repeats: int, run: Any, *, size: int,
+              label: str) -> dict[str, list[dict[str, Any]]]:
+    """``repeats`` rounds of ``run(name)`` for every name, the order rotating each round so a
+    load spike hits all of them; the rows by name, each marked with its size and round."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            row = run(name)
+            row.update(size_bytes=size, repeat=repeat)
+            runs[name].append(row)
+            print(f"  {size // 1000:>6} KB {label:<18} {name:<7} wall {row['wall_s']:.2f}s "
+                  f"1st {row['first_request_s'] or 0:.2f}s req {row['requests']} "
+                  f"chars {row['prompt_chars']:,} ok {row['correct']}",
+                  file=sys.stderr, flush=True)
+    return runs
+
+
 def measure(*, sizes: list[int], strategies: list[str], repeats: int, latency: float,
             window: int, concurrency: int, ponder_only: list[str]) -> dict[str, Any]:
     peer_cli()  # install first, outside any timing
@@ -272,19 +292,10 @@ def measure(*, sizes: list[int], strategies: list[str], repeats: int, latency: f
                 haystack = _haystack(size, root)
                 for strategy in [*strategies, *ponder_only]:
                     tools = ["ponder"] if strategy in ponder_only else ["ponder", "peer"]
-                    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in tools}
-                    for repeat in range(repeats):
-                        order = tools if repeat % 2 == 0 else tools[::-1]
-                        for tool in order:
-                            row = run_one(tool, strategy, haystack, provider, config=config,
-                                          concurrency=concurrency, latency=latency,
-                                          workdir=root)
-                            row.update(size_bytes=size, repeat=repeat)
-                            runs[tool].append(row)
-                            print(f"  {size // 1000:>6} KB {strategy:<18} {tool:<6} "
-                                  f"wall {row['wall_s']:.2f}s req {row['requests']} "
-                                  f"chars {row['prompt_chars']:,} ok {row['correct']}",
-                                  file=sys.stderr, flush=True)
+                    runs = alternate(tools, repeats, lambda tool, s=strategy, h=haystack: run_one(
+                        tool, s, h, provider, config=config,
+                        concurrency=concurrency, latency=latency, workdir=root),
+                        size=size, label=strategy)
                     results.append({"size_bytes": size, "strategy": strategy,
                                     "runs": runs,
                                     "summary": {t: _aggregate(r) for t, r in runs.items()}})
