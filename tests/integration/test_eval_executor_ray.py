@@ -21,6 +21,7 @@ from ponder.evaluate import Evaluator, evaluate
 from ponder.kernel.config import CacheConfig, Component, Config, LimitsConfig
 from ponder.testing import isolated_user_dir
 from ponder.testing.fake_provider import FakeProvider
+from ponder.testing.needle_dataset import needle_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -59,21 +60,8 @@ def corpus(tmp_path: Path, present: int, absent: int, *, files: int = 1,
            lines: int = 5) -> Path:
     """``present`` folders holding the needle's line and ``absent`` ones without it, and a
     dataset (absolute source paths: the workers read them) asking each; ids say which."""
-    rows = []
-    for kind, count in (("present", present), ("absent", absent)):
-        for i in range(count):
-            folder = tmp_path / "corpus" / f"{kind}{i}"
-            folder.mkdir(parents=True)
-            for f in range(files):
-                body = "".join(f"def helper_{f}_{j}():\n    return {j}\n" for j in range(lines))
-                if kind == "present" and f == files - 1:
-                    body += f"MAGIC_PORT = {NEEDLE}\n"
-                (folder / f"m{f}.py").write_text(body)
-            rows.append({"id": f"{kind}{i}", "question": "What is the value of MAGIC_PORT?",
-                         "sources": [str(folder)], "answer": NEEDLE, "tags": [kind]})
-    path = tmp_path / "qa.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return needle_dataset(tmp_path, present, absent, needle=NEEDLE, files=files, lines=lines,
+                          absolute=True)
 
 
 def run_eval(cfg: Config, dataset: Path, metrics: list[str]) -> tuple:

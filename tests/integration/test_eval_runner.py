@@ -14,6 +14,7 @@ import pytest
 from ponder.evaluate import ConcurrencyBudget, Evaluator, evaluate, load_dataset
 from ponder.kernel.config import CacheConfig, Component, Config, LimitsConfig
 from ponder.testing.fake_provider import FakeProvider
+from ponder.testing.needle_dataset import needle_dataset
 
 pytestmark = pytest.mark.fault
 
@@ -36,21 +37,8 @@ def corpus(tmp_path: Path, present: int, absent: int, *, files: int = 1,
            lines: int = 5) -> Path:
     """``present`` folders holding the needle's line and ``absent`` ones without it, and a
     dataset asking each; ids say which."""
-    rows = []
-    for kind, count in (("present", present), ("absent", absent)):
-        for i in range(count):
-            folder = tmp_path / "corpus" / f"{kind}{i}"
-            folder.mkdir(parents=True)
-            for f in range(files):
-                body = "".join(f"def helper_{f}_{j}():\n    return {j}\n" for j in range(lines))
-                if kind == "present" and f == files - 1:
-                    body += f"MAGIC_PORT = {NEEDLE}\n"
-                (folder / f"m{f}.py").write_text(body)
-            rows.append({"id": f"{kind}{i}", "question": "What is the value of MAGIC_PORT?",
-                         "sources": [f"corpus/{kind}{i}"], "answer": NEEDLE, "tags": [kind]})
-    path = tmp_path / "qa.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return needle_dataset(tmp_path, present, absent, needle=NEEDLE, files=files, lines=lines,
+                          absolute=False)
 
 
 def test_exact_score_needle_present_and_absent(tmp_path: Path):
