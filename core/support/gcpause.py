@@ -8,7 +8,8 @@ run resumes it once the LM and the services that call it exist
 (:class:`ponder.engine.services.Services` with an LM), with
 ``gc.freeze()`` first: the start-up objects go to the permanent generation, so the collections of
 the run itself never walk them again. Reference counting frees everything else as usual meanwhile;
-only cycles wait, and only until the first request is about to leave. Pausing is for the
+only cycles wait, and only until the first request is about to leave (or
+:data:`LONGEST_PAUSE_S`, for a command that builds no LM in this process). Pausing is for the
 console process only (``ponder.cli.main``), never at import, so a program or a test suite that
 imports ponder keeps its collector; and :func:`end` (the entry point's last step) unfreezes, so
 ``main()`` called in a long-lived process leaves nothing in the permanent generation. The console
@@ -27,14 +28,23 @@ _paused = False
 _frozen = False
 
 
+#: the longest the collector stays paused: a command that never builds an LM in this process
+#: (``ponder eval`` under ray asks on the workers, ``ponder batch wait`` polls for hours) must
+#: not run without it
+LONGEST_PAUSE_S = 5.0
+
+
 def pause() -> None:
-    """Disable the collector until :func:`resume` (a no-op when it is already disabled: a
-    caller that disabled it keeps it so)."""
+    """Disable the collector until :func:`resume`, or :data:`LONGEST_PAUSE_S` at the most (a
+    no-op when it is already disabled: a caller that disabled it keeps it so)."""
     global _paused
     with _lock:
         if gc.isenabled():
             gc.disable()
             _paused = True
+            timer = threading.Timer(LONGEST_PAUSE_S, resume)
+            timer.daemon = True
+            timer.start()
 
 
 def resume() -> None:

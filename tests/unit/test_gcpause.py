@@ -24,6 +24,23 @@ def test_pause_then_resume_freezes_and_end_unfreezes() -> None:
     assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
+def test_a_pause_nobody_resumes_ends_by_itself(monkeypatch) -> None:
+    """A command that builds no LM here (eval on ray workers, batch wait) gets its collector
+    back after LONGEST_PAUSE_S."""
+    import time
+
+    monkeypatch.setattr(gcpause, "LONGEST_PAUSE_S", 0.05)
+    gcpause.pause()
+    try:
+        for _ in range(200):  # bounded: the timer fires after 0.05 s
+            if gc.isenabled():
+                break
+            time.sleep(0.01)
+        assert gc.isenabled()
+    finally:
+        gcpause.end()
+
+
 def test_a_collector_the_caller_disabled_stays_disabled() -> None:
     gc.disable()
     try:
